@@ -1,0 +1,74 @@
+# Two commands do all set-up on a fresh machine with only Python 3 and make:
+#   make demo   run the example batch DAG against the local emulator (or a real connection)
+#   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1)
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+FLOOR_VENV := .venv-floor
+BENCH_VENV := .venv-bench
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: venv lint typecheck unit e2e test test-floor demo bench emulator constraints clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --python $(PYTHON)
+	touch $@
+
+venv: $(VENV)/.synced
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest -m "not e2e" -p no:cacheprovider
+
+e2e: venv
+	$(PY) -m pytest -m e2e -p no:cacheprovider
+
+$(FLOOR_VENV)/.synced: $(UV) constraints/airflow-3.1.txt pyproject.toml
+	$(UV) venv --allow-existing --python $(PYTHON) $(FLOOR_VENV)
+	$(UV) pip sync --python $(FLOOR_VENV)/bin/python constraints/airflow-3.1.txt
+	$(UV) pip install --python $(FLOOR_VENV)/bin/python --no-deps -e .
+	touch $@
+
+# The floor we declare (apache-airflow>=3.1) is a floor we test.
+test-floor: $(FLOOR_VENV)/.synced
+	$(FLOOR_VENV)/bin/python -m pytest -m "not e2e and not slow" -p no:cacheprovider
+
+test: lint typecheck
+	$(PY) -m pytest -p no:cacheprovider
+	$(MAKE) test-floor
+
+demo: venv
+	$(PY) -m example_dags.demo
+
+$(BENCH_VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) venv --allow-existing --python $(PYTHON) $(BENCH_VENV)
+	UV_PROJECT_ENVIRONMENT=$(BENCH_VENV) $(UV) sync --locked --group bench --python $(PYTHON)
+	touch $@
+
+bench: $(BENCH_VENV)/.synced
+	$(BENCH_VENV)/bin/python -m benchmarks.run
+
+emulator: venv
+	$(PY) -m airflow_provider_openai_batch.emulator --host 127.0.0.1 --port 8787
+
+constraints: $(UV)
+	$(UV) lock
+	$(UV) pip compile --universal --python-version 3.10 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
+
+clean:
+	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(TOOLS) .mypy_cache .ruff_cache

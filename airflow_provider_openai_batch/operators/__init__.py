@@ -1,0 +1,1 @@
+"""Subpackage of airflow_provider_openai_batch."""
