@@ -98,9 +98,7 @@ class MultipartFileBody(io.RawIOBase):
             elif self._pos < file_end:
                 piece = self._file.read(min(size, file_end - self._pos))
                 if not piece:
-                    raise OSError(
-                        f"file shrank while uploading: {self._pos - head_end} of {self._size} bytes read"
-                    )
+                    raise OSError(f"file shrank while uploading: {self._pos - head_end} of {self._size} bytes read")
             else:
                 start = self._pos - file_end
                 piece = self._tail[start : start + size]

@@ -442,9 +442,7 @@ def transport_error(
     return error
 
 
-def invalid_response(
-    request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes
-) -> InvalidResponseError:
+def invalid_response(request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes) -> InvalidResponseError:
     snippet = body[:200].decode("utf-8", errors="replace")
     return InvalidResponseError(
         f"expected a JSON object, got {len(body)} byte(s) starting {snippet!r}",

@@ -423,9 +423,7 @@ class OpenAIBatchHook(BaseHook):
         if not isinstance(endpoint, str) or not endpoint.startswith("/"):
             raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {endpoint!r}")
         if not isinstance(completion_window, str) or not completion_window.strip():
-            raise ValueError(
-                f"completion_window must be a non-empty string such as '24h', got {completion_window!r}"
-            )
+            raise ValueError(f"completion_window must be a non-empty string such as '24h', got {completion_window!r}")
         tags = dict(metadata or {})
         # Without a caller's key, a per-call key still lets an ambiguous failure be resolved safely.
         key = idempotency_key
@@ -452,7 +450,7 @@ class OpenAIBatchHook(BaseHook):
             what="batch",
             look_first=idempotency_key is not None,
         )
-        log.info("Created batch %s (status %s, endpoint %s)", batch.id, batch.status.value, batch.endpoint)
+        log.info("Batch %s is %s (endpoint %s)", batch.id, batch.status.value, batch.endpoint)
         return batch
 
     def _create_once(
@@ -489,9 +487,7 @@ class OpenAIBatchHook(BaseHook):
                     return existing
                 delay = state.delay_after_failure("read") if find_existing is not None else None
                 if delay is None:
-                    exc.message += (
-                        f" (the {what} may have been created; not sent again, to avoid a duplicate)"
-                    )
+                    exc.message += f" (the {what} may have been created; not sent again, to avoid a duplicate)"
                     exc.args = (exc._render(),)
                     raise
                 log.warning("%s; no %s was created, sending again in %.1fs", exc, what, delay)
@@ -645,9 +641,7 @@ class OpenAIBatchHook(BaseHook):
 
     def delete_file(self, file_id: str) -> DeletedFile:
         """Delete a file (used to clean up an input whose batch could not be created)."""
-        return DeletedFile.from_dict(
-            self._json(ApiRequest("DELETE", f"/files/{_check_id('file_id', file_id)}"))
-        )
+        return DeletedFile.from_dict(self._json(ApiRequest("DELETE", f"/files/{_check_id('file_id', file_id)}")))
 
     @contextlib.contextmanager
     def _open_content(self, file_id: str) -> Iterator[requests.Response]:
@@ -687,9 +681,7 @@ class OpenAIBatchHook(BaseHook):
                 delay = state.delay_after_failure("read")
                 if delay is None:
                     raise transport_error(request, "read", exc, state.attempts) from None
-                log.warning(
-                    "Download of %s broke off (%s); restarting in %.1fs", file_id, type(exc).__name__, delay
-                )
+                log.warning("Download of %s broke off (%s); restarting in %.1fs", file_id, type(exc).__name__, delay)
                 time.sleep(delay)
 
     def _download_to_path(self, file_id: str, path: Path) -> int:

@@ -1,0 +1,442 @@
+"""Create, Cancel and Download operators for OpenAI batches."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_openai_batch.links import OpenAIBatchLink
+from airflow_provider_openai_batch.outcome import FailedRequestsPolicy
+from airflow_provider_openai_batch.waiting import (
+    XCOM_BATCH_ID,
+    XCOM_OUTPUT_FILE_ID,
+    BatchWaitMixin,
+    as_seconds,
+    default_deferrable,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_openai_batch.models import Batch
+
+__all__ = ["OpenAIBatchCancelOperator", "OpenAIBatchCreateOperator", "OpenAIBatchDownloadOperator"]
+
+#: How long a waiting operator waits by default: the 24 h completion window plus time to finalize.
+DEFAULT_WAIT_TIMEOUT = timedelta(hours=26)
+
+
+def task_instance_key(context: Context, *parts: str) -> str:
+    """A run-stable key for this task instance (never the try number), plus what identifies its input."""
+    ti = context["ti"]
+    raw = "\x1f".join([ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)), *parts])
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
+
+
+class _InputFile:
+    """A batch input given as a local path, a ``file://``/``s3://``/... URI or an ``ObjectStoragePath``."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        self.local: Path | None = None
+        if text is not None and "://" not in text:
+            self.local = Path(text)
+        elif text is not None and text.startswith("file://") and not hasattr(source, "fs"):
+            self.local = Path(text[len("file://") :])
+        self.name = (
+            self.local.name if self.local is not None else str(getattr(self._storage_path(), "name", "input.jsonl"))
+        )
+
+    def _storage_path(self) -> Any:
+        if hasattr(self.source, "fs") and hasattr(self.source, "open"):
+            return self.source
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(os.fspath(self.source))
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        if self.local is not None:
+            if not self.local.is_file():
+                raise FileNotFoundError(f"Batch input file not found: {self.local}")
+            with self.local.open("rb") as handle:
+                yield handle
+            return
+        path = self._storage_path()
+        if not path.exists():
+            raise FileNotFoundError(f"Batch input file not found: {path}")
+        with path.open("rb") as handle:
+            yield cast(BinaryIO, handle)
+
+    def __str__(self) -> str:
+        return str(self.local if self.local is not None else self.source)
+
+
+class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
+    """Creates a batch, from an uploaded file id or from a JSONL file it validates and uploads.
+
+    Idempotent: the batch is tagged in ``metadata`` with a key derived from the dag, task, run and map
+    index (and the input), and a retry or a cleared task instance reuses the running or completed batch
+    that carries it instead of creating and billing a second one. Failed, expired and cancelled batches
+    are not reused.
+
+    XComs: ``batch_id`` (pushed the moment the batch exists, before any waiting) and ``return_value`` =
+    the batch id. With ``wait_for_completion`` also ``output_file_id``, ``error_file_id`` and ``batch``.
+
+    :param endpoint: API endpoint of every request, e.g. ``/v1/chat/completions`` (templated).
+    :param input_file_id: an uploaded ``purpose=batch`` file (templated). Give this or ``input_file``.
+    :param input_file: a local path, a URI (``s3://``, ``gs://``, ``file://``, ...) or an
+        ``ObjectStoragePath`` of a JSONL file (templated). It is validated (every line, with line numbers in
+        the error) before anything is uploaded, then streamed up.
+    :param completion_window: ``24h`` on OpenAI (templated); not checked here since gateways differ.
+    :param metadata: up to 14 string pairs of your own (2 are used for the idempotency tag) (templated).
+    :param output_expires_after: seconds after which output files expire (templated).
+    :param conn_id: Airflow connection id.
+    :param wait_for_completion: wait until the batch is terminal, then judge it like the sensor.
+    :param deferrable: wait in the triggerer (no worker slot); default ``[operators] default_deferrable``.
+    :param poll_interval: seconds between polls while waiting.
+    :param wait_timeout: how long to wait (default 26 h); the batch is left running when it elapses.
+    :param allow_partial: see :class:`~airflow_provider_openai_batch.sensors.batch.OpenAIBatchSensor`.
+    :param max_failed_requests: see :class:`~airflow_provider_openai_batch.sensors.batch.OpenAIBatchSensor`.
+    :param cancel_on_kill: cancel the batch this task created when the task is killed (marked failed or
+        success, cleared, or timed out by ``execution_timeout``), also while deferred on Airflow 3.3+.
+    :param delete_input_on_failure: delete the file this task uploaded when the batch cannot be created.
+    :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
+    """
+
+    template_fields: Sequence[str] = (
+        "endpoint",
+        "input_file_id",
+        "input_file",
+        "completion_window",
+        "metadata",
+        "output_expires_after",
+    )
+    template_fields_renderers = {"metadata": "json"}
+    operator_extra_links = (OpenAIBatchLink(),)
+    ui_color = "#10a37f"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        input_file_id: str | None = None,
+        input_file: Any = None,
+        completion_window: str = "24h",
+        metadata: Mapping[str, str] | None = None,
+        output_expires_after: int | Mapping[str, Any] | None = None,
+        conn_id: str = "openai_default",
+        wait_for_completion: bool = False,
+        deferrable: bool | None = None,
+        poll_interval: float = 60,
+        wait_timeout: timedelta | float | None = DEFAULT_WAIT_TIMEOUT,
+        allow_partial: bool = False,
+        max_failed_requests: int | float | None = None,
+        cancel_on_kill: bool = True,
+        delete_input_on_failure: bool = True,
+        max_consecutive_errors: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (input_file_id is None) == (input_file is None):
+            raise ValueError("Give exactly one of input_file_id (an uploaded file) or input_file (a JSONL to upload)")
+        FailedRequestsPolicy(max_failed_requests)
+        self.endpoint = endpoint
+        self.input_file_id = input_file_id
+        self.input_file = input_file
+        self.completion_window = completion_window
+        self.metadata = metadata
+        self.output_expires_after = output_expires_after
+        self.conn_id = conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.wait_timeout = wait_timeout
+        self.allow_partial = allow_partial
+        self.max_failed_requests = max_failed_requests
+        self.cancel_on_kill = cancel_on_kill
+        self.delete_input_on_failure = delete_input_on_failure
+        self.max_consecutive_errors = max_consecutive_errors
+        self.batch_id: str | None = None
+
+    def _wait_timeout(self) -> float | None:
+        return as_seconds(self.wait_timeout)
+
+    def execute(self, context: Context) -> str:
+        from airflow_provider_openai_batch.hooks.openai_batch import validate_metadata, validate_output_expires_after
+
+        # Everything the client can check is checked before anything is uploaded or billed.
+        if not isinstance(self.endpoint, str) or not self.endpoint.startswith("/"):
+            raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {self.endpoint!r}")
+        validate_metadata(self.metadata)
+        if self.metadata is not None and len(self.metadata) > 15:
+            raise ValueError(f"metadata has {len(self.metadata)} pairs; at most 15 leave room for the idempotency tag")
+        validate_output_expires_after(self.output_expires_after)
+
+        batch = self._create_or_reuse(context)
+        self.batch_id = batch.id
+        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)
+        if self.wait_for_completion:
+            self.finish(context, self.wait_until_terminal(batch))
+        return batch.id
+
+    def _create_or_reuse(self, context: Context) -> Batch:
+        if self.input_file_id is not None:
+            key = task_instance_key(context, "file", self.input_file_id)
+            return self.hook.create_batch(
+                input_file_id=self.input_file_id,
+                endpoint=self.endpoint,
+                completion_window=self.completion_window,
+                metadata=self.metadata,
+                output_expires_after=self.output_expires_after,
+                idempotency_key=key,
+            )
+        from airflow_provider_openai_batch.batch_input import validate_batch_input
+
+        source = _InputFile(self.input_file)
+        with source.open() as handle:
+            summary = validate_batch_input(handle, endpoint=self.endpoint)
+            self.log.info(
+                "Validated %s: %d requests, %d bytes, model %s", source, summary.requests, summary.bytes, summary.model
+            )
+            key = task_instance_key(context, "sha256", summary.sha256)
+            existing = self.hook.find_batch_by_idempotency_key(key)
+            if existing is not None:
+                self.log.info(
+                    "Reusing batch %s created by an earlier try of this task (%s)", existing.id, existing.status.value
+                )
+                return existing
+            handle.seek(0)
+            uploaded = self.hook.upload_file(handle, purpose="batch", filename=_jsonl_name(source.name))
+        try:
+            return self.hook.create_batch(
+                input_file_id=uploaded.id,
+                endpoint=self.endpoint,
+                completion_window=self.completion_window,
+                metadata=self.metadata,
+                output_expires_after=self.output_expires_after,
+                idempotency_key=key,
+            )
+        except Exception:
+            if self.delete_input_on_failure:
+                with contextlib.suppress(Exception):
+                    self.hook.delete_file(uploaded.id)
+                    self.log.info("Deleted the uploaded input %s since no batch was created from it", uploaded.id)
+            raise
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        batch = self.batch_from_event(event)
+        self.finish(context, batch)
+        return batch.id
+
+    def on_kill(self) -> None:
+        """Cancel the batch this task created (worker side; the trigger handles the deferred case)."""
+        if self.cancel_on_kill and self.batch_id:
+            batch = self.hook.cancel_batch(self.batch_id)
+            self.log.info("Task killed: cancel requested for batch %s (%s)", self.batch_id, batch.status.value)
+
+
+def _jsonl_name(name: str) -> str:
+    return name if name.endswith(".jsonl") else f"{Path(name).stem or 'batch_input'}.jsonl"
+
+
+class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):
+    """Cancels a batch and (by default) waits until it is ``cancelled``.
+
+    A batch that is already terminal is reported, not treated as an error. Returns the final status;
+    pushes ``output_file_id`` (the partial results, when there are any) and ``batch``.
+
+    :param batch_id: the batch to cancel (templated).
+    :param conn_id: Airflow connection id.
+    :param wait_for_completion: wait through ``cancelling`` until the batch is terminal.
+    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param poll_interval: seconds between polls while waiting.
+    :param wait_timeout: how long to wait (cancelling takes up to ~10 minutes).
+    """
+
+    template_fields: Sequence[str] = ("batch_id",)
+    operator_extra_links = (OpenAIBatchLink(),)
+    ui_color = "#c0392b"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        conn_id: str = "openai_default",
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        poll_interval: float = 30,
+        wait_timeout: timedelta | float | None = timedelta(hours=1),
+        max_consecutive_errors: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.batch_id = batch_id
+        self.conn_id = conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.wait_timeout = wait_timeout
+        self.max_consecutive_errors = max_consecutive_errors
+        self.cancel_on_kill = False
+        self.allow_partial = True
+        self.max_failed_requests = None
+
+    def _wait_timeout(self) -> float | None:
+        return as_seconds(self.wait_timeout)
+
+    def execute(self, context: Context) -> str:
+        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=self.batch_id)
+        batch = self.hook.retrieve_batch(self.batch_id)
+        if batch.status.is_terminal:
+            self.log.info("Batch %s is already %s; nothing to cancel", batch.id, batch.status.value)
+            return self._report(context, batch)
+        batch = self.hook.cancel_batch(self.batch_id)
+        self.log.info("Cancel requested for batch %s: now %s", batch.id, batch.status.value)
+        if self.wait_for_completion:
+            batch = self.wait_until_terminal(batch)
+        return self._report(context, batch)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        return self._report(context, self.batch_from_event(event))
+
+    def _report(self, context: Context, batch: Batch) -> str:
+        self.push_batch_xcoms(context, batch)
+        counts = batch.request_counts
+        self.log.info(
+            "Batch %s is %s: %d completed, %d failed of %d; partial output %s",
+            batch.id,
+            batch.status.value,
+            counts.completed,
+            counts.failed,
+            counts.total,
+            batch.output_file_id,
+        )
+        return batch.status.value
+
+
+class _LineCounter:
+    """A binary writer that counts newline bytes as they pass."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.lines = 0
+        self.bytes = 0
+        self._last = b"\n"
+
+    def write(self, data: bytes) -> int:
+        self.lines += data.count(b"\n")
+        self.bytes += len(data)
+        if data:
+            self._last = data[-1:]
+        return self.target.write(data)
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.bytes
+
+    @property
+    def total_lines(self) -> int:
+        return self.lines + (0 if self._last == b"\n" else 1)
+
+
+class OpenAIBatchDownloadOperator(BaseOperator):
+    """Streams a batch's output file (and error file) to a local folder or object storage.
+
+    Nothing is held whole in memory. Returns ``{"output": {"file_id", "path", "lines", "bytes"}, "error":
+    {...} or None}``. Files are named ``<batch_id>_output.jsonl`` / ``<batch_id>_error.jsonl`` (or
+    ``<file_id>.jsonl`` when a ``file_id`` is given).
+
+    :param batch_id: download the batch's output (and error) file (templated). Give this or ``file_id``.
+    :param file_id: download one file (templated).
+    :param destination: a local folder, a URI (``s3://bucket/prefix``) or an ``ObjectStoragePath`` (templated).
+    :param include_errors: also download the error file when the batch has one.
+    :param conn_id: Airflow connection id.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "file_id", "destination")
+    ui_color = "#2980b9"
+
+    def __init__(
+        self,
+        *,
+        destination: Any,
+        batch_id: str | None = None,
+        file_id: str | None = None,
+        include_errors: bool = True,
+        conn_id: str = "openai_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (batch_id is None) == (file_id is None):
+            raise ValueError("Give exactly one of batch_id or file_id")
+        self.destination = destination
+        self.batch_id = batch_id
+        self.file_id = file_id
+        self.include_errors = include_errors
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+        hook = OpenAIBatchHook(self.conn_id)
+        if self.file_id is not None:
+            return {"output": self._download(hook, self.file_id, f"{self.file_id}.jsonl"), "error": None}
+        batch = hook.retrieve_batch(str(self.batch_id))
+        if not batch.status.is_terminal:
+            raise AirflowFailException(
+                f"Batch {batch.id} is still {batch.status.value}; wait for it (OpenAIBatchSensor) before downloading"
+            )
+        if not batch.output_file_id and not batch.error_file_id:
+            raise AirflowFailException(f"Batch {batch.id} ({batch.status.value}) has no output or error file")
+        result: dict[str, Any] = {"output": None, "error": None}
+        if batch.output_file_id:
+            result["output"] = self._download(hook, batch.output_file_id, f"{batch.id}_output.jsonl")
+        if batch.error_file_id and self.include_errors:
+            result["error"] = self._download(hook, batch.error_file_id, f"{batch.id}_error.jsonl")
+        return result
+
+    def _download(self, hook: Any, file_id: str, name: str) -> dict[str, Any]:
+        dest = self.destination
+        if isinstance(dest, (str, os.PathLike)) and "://" not in os.fspath(dest):
+            path = Path(dest) / name
+            written = hook.download_file(file_id, path)
+            lines = _count_lines(path)
+            where = str(path)
+        else:
+            from airflow.sdk import ObjectStoragePath
+
+            target = dest if hasattr(dest, "fs") else ObjectStoragePath(os.fspath(dest))
+            target = target / name
+            with target.open("wb") as raw:
+                counter = _LineCounter(raw)
+                written = hook.download_file(file_id, counter)
+            lines = counter.total_lines
+            where = str(target)
+        self.log.info("Downloaded %s to %s: %d lines, %d bytes", file_id, where, lines, written)
+        return {"file_id": file_id, "path": where, "lines": lines, "bytes": written}
+
+
+def _count_lines(path: Path) -> int:
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (0 if last == b"\n" else 1)
+
+
+__all__ += ["XCOM_OUTPUT_FILE_ID"]

@@ -1,0 +1,129 @@
+"""OpenAIBatchTrigger: waits for a batch in the triggerer without blocking its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_openai_batch.outcome import PollErrorBudget, describe_progress
+
+__all__ = ["EVENT_ERROR", "EVENT_TERMINAL", "OpenAIBatchTrigger"]
+
+log = logging.getLogger(__name__)
+
+#: Event status: the batch reached a terminal status; ``event["batch"]`` holds it as plain JSON.
+EVENT_TERMINAL = "terminal"
+#: Event status: polling gave up; ``event["message"]`` says why, ``event["retryable"]`` whether a retry may help.
+EVENT_ERROR = "error"
+
+
+class OpenAIBatchTrigger(BaseTrigger):
+    """Polls ``GET /batches/{id}`` until the batch is terminal, then fires one event.
+
+    Each poll is a native asyncio HTTP request (``httpx``) on a kept-alive connection; the connection is
+    looked up asynchronously; waits are ``asyncio.sleep``. Nothing blocks the triggerer's loop.
+    The kwargs hold no secret, only the connection id, so they are safe in the trigger table.
+
+    :param conn_id: Airflow connection id, resolved inside :meth:`run`.
+    :param batch_id: the batch to wait for.
+    :param poll_interval: seconds between polls.
+    :param cancel_on_kill: cancel the batch when a user kills the deferred task (Airflow 3.3+, which
+        calls :meth:`on_kill`; never on triggerer restarts or timeouts).
+    :param max_consecutive_errors: transient poll failures in a row (after the hook's own retries)
+        tolerated before the trigger gives up.
+    :param max_retries: retries per poll inside the hook; small, since the next poll is a retry too.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        batch_id: str,
+        poll_interval: float = 60.0,
+        cancel_on_kill: bool = False,
+        max_consecutive_errors: int = 10,
+        max_retries: int = 2,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.conn_id = conn_id
+        self.batch_id = batch_id
+        self.poll_interval = float(poll_interval)
+        self.cancel_on_kill = cancel_on_kill
+        self.max_consecutive_errors = max_consecutive_errors
+        self.max_retries = max_retries
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conn_id": self.conn_id,
+                "batch_id": self.batch_id,
+                "poll_interval": self.poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "max_retries": self.max_retries,
+            },
+        )
+
+    def _hook(self) -> Any:
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+        return OpenAIBatchHook(self.conn_id, max_retries=self.max_retries)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        budget = PollErrorBudget(self.max_consecutive_errors)
+        try:
+            while True:
+                try:
+                    batch = await hook.aretrieve_batch(self.batch_id)
+                except Exception as exc:  # every failure ends in an event the task can explain
+                    if budget.tolerates(exc):
+                        self.log.warning(
+                            "Polling batch %s failed (%d/%d in a row, will retry): %s",
+                            self.batch_id,
+                            budget.consecutive,
+                            self.max_consecutive_errors,
+                            exc,
+                        )
+                        await asyncio.sleep(self.poll_interval)
+                        continue
+                    yield self._error_event(exc, retryable=budget.consecutive > self.max_consecutive_errors)
+                    return
+                budget.success()
+                self.log.info("%s", describe_progress(batch))
+                if batch.status.is_terminal:
+                    yield TriggerEvent({"status": EVENT_TERMINAL, "batch_id": self.batch_id, "batch": batch.to_dict()})  # type: ignore[no-untyped-call]
+                    return
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await hook.aclose()
+
+    def _error_event(self, exc: Exception, *, retryable: bool) -> TriggerEvent:
+        gave_up = " after too many consecutive transient failures" if retryable else ""
+        return TriggerEvent(  # type: ignore[no-untyped-call]
+            {
+                "status": EVENT_ERROR,
+                "batch_id": self.batch_id,
+                "message": f"Stopped waiting for batch {self.batch_id}{gave_up}: {exc}",
+                "error_type": type(exc).__name__,
+                "retryable": retryable,
+            }
+        )
+
+    async def on_kill(self) -> None:
+        """Cancel the batch when a user marks the deferred task failed/success or clears it (3.3+)."""
+        if not self.cancel_on_kill:
+            return
+        hook = self._hook()
+        try:
+            batch = await hook.acancel_batch(self.batch_id)
+            self.log.info("Task was killed: cancel requested for batch %s, now %s", self.batch_id, batch.status.value)
+        except Exception as exc:
+            self.log.warning("Task was killed but cancelling batch %s failed: %s", self.batch_id, exc)
+        finally:
+            await hook.aclose()
