@@ -346,6 +346,9 @@ class RetryState:
             return None
         if headers.get("x-should-retry", "").lower() == "false":
             return None
+        if not self.request.idempotent and status not in SAFE_CREATE_RETRY_STATUSES:
+            # urllib3 would also honour Retry-After on 413/503; a create answered so may have happened.
+            return None
         if not self.retry.is_retry(self.request.method, status, has_retry_after=hint is not None):
             return None
         try:

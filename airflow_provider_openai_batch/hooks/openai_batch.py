@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import tempfile
 import time
 import uuid
@@ -214,11 +215,15 @@ class OpenAIBatchHook(BaseHook):
     async def _aclient(self) -> tuple[httpx.AsyncClient, ConnectionSettings]:
         settings = await self.aget_settings()
         if self._async_client is None:
+            tls = _TLS_CONTEXTS.get(settings.verify_ssl)
+            if tls is None:
+                # Loading the CA bundle takes 20-90 ms: do it once per process, off the event loop.
+                tls = await asyncio.to_thread(_tls_context, settings.verify_ssl)
             import httpx
 
             self._async_client = httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                verify=settings.verify_ssl,
+                verify=tls,
                 limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
                 follow_redirects=False,
             )
@@ -736,6 +741,20 @@ class OpenAIBatchHook(BaseHook):
             return self.settings.base_url
         except Exception:
             return "(invalid connection)"
+
+
+_TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
+
+
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """The process-wide TLS context for async clients (verification on unless turned off explicitly)."""
+    context = _TLS_CONTEXTS.get(verify)
+    if context is None:
+        import httpx
+
+        context = httpx.create_ssl_context(verify=verify)
+        _TLS_CONTEXTS[verify] = context
+    return context
 
 
 def _cancel_request(batch_id: str) -> ApiRequest:
