@@ -223,7 +223,7 @@ def compute(endpoint: str, body: JSON, *, created: int, batch_id: str, custom_id
                 "top_p": body.get("top_p", 1.0),
                 "usage": {
                     "input_tokens": it,
-                    "input_tokens_details": {"cached_tokens": 0},
+                    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                     "output_tokens": ot,
                     "output_tokens_details": {"reasoning_tokens": 0},
                     "total_tokens": it + ot,
@@ -277,7 +277,21 @@ def compute(endpoint: str, body: JSON, *, created: int, batch_id: str, custom_id
     if ep == "/v1/moderations":
         mod_raw = body.get("input")
         mod_inputs: list[Any] = mod_raw if isinstance(mod_raw, list) else [mod_raw]
-        categories = ["harassment", "hate", "self-harm", "sexual", "violence"]
+        categories = [
+            "harassment",
+            "harassment/threatening",
+            "hate",
+            "hate/threatening",
+            "illicit",
+            "illicit/violent",
+            "self-harm",
+            "self-harm/instructions",
+            "self-harm/intent",
+            "sexual",
+            "sexual/minors",
+            "violence",
+            "violence/graphic",
+        ]
         pt = sum(tokens(_str_or_join(t)) for t in mod_inputs)
         return LineResult(
             200,
@@ -289,6 +303,7 @@ def compute(endpoint: str, body: JSON, *, created: int, batch_id: str, custom_id
                         "flagged": False,
                         "categories": dict.fromkeys(categories, False),
                         "category_scores": dict.fromkeys(categories, 0.0),
+                        "category_applied_input_types": {c: ["text"] for c in categories},
                     }
                     for _ in mod_inputs
                 ],

@@ -657,12 +657,17 @@ class EmulatorServer:
         self.faults = FaultRegistry()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
+        self._stopped_tmp = False
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> EmulatorServer:
         if self._httpd is not None:
             return self
+        if self._stopped_tmp:
+            raise RuntimeError("this EmulatorServer was stopped and its temporary data dir removed; make a new one")
         self._httpd = _HTTPServer((self.host, self._requested_port), self)
+        self._port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="openai-batch-emulator", daemon=True
         )
@@ -681,6 +686,7 @@ class EmulatorServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+            self._stopped_tmp = True
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -694,9 +700,10 @@ class EmulatorServer:
 
     @property
     def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the emulator is not running")
-        return int(self._httpd.server_address[1])
+        """The bound port (still reported after :meth:`stop`)."""
+        if self._port is None:
+            raise RuntimeError("the emulator has not been started")
+        return self._port
 
     @property
     def url(self) -> str:

@@ -122,7 +122,7 @@ def test_create_validation_errors(mc: EmulatorServer, session: requests.Session)
 
 def test_create_accepts_limits_and_every_endpoint(mc: EmulatorServer, session: requests.Session) -> None:
     fid = upload(session, mc, chat_jsonl(1))["id"]
-    meta = {("k%02d" % i) + "x" * 61: "v" * 512 for i in range(16)}
+    meta = {f"k{i:02d}" + "x" * 61: "v" * 512 for i in range(16)}
     b = create(session, mc, fid, metadata=meta, output_expires_after={"anchor": "created_at", "seconds": 3600})
     assert b["metadata"] == meta
     for ep in (
@@ -261,7 +261,7 @@ def test_batch_lifecycle_on_real_clock(emulator: EmulatorServer, session: reques
     b = submit(session, emulator, chat_jsonl(4))
     assert b["status"] == "validating"
     deadline = time.monotonic() + 5
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         b = get_batch(session, emulator, b["id"])
         if not seen or seen[-1] != b["status"]:
@@ -373,7 +373,9 @@ def test_multiple_errors_are_all_reported(mc: EmulatorServer, session: requests.
 
 
 def test_failing_requests_go_to_error_file(mc: EmulatorServer, session: requests.Session) -> None:
-    lines = [chat_line(f"r{i}", f"p{i}", **({"emulator_fail": True} if i in (1, 4) else {})) for i in range(6)]
+    lines = [chat_line(f"r{i}", f"p{i}") for i in range(6)]
+    for i in (1, 4):
+        lines[i]["body"]["emulator_fail"] = True
     b = submit(session, mc, jsonl(lines))
     mc.clock.advance(3 * PHASE)  # type: ignore[attr-defined]
     b = get_batch(session, mc, b["id"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import requests
 from emu_helpers import assert_error, assert_file_object, chat_jsonl, upload
 
@@ -10,9 +12,7 @@ from airflow_provider_openai_batch.emulator import EmulatorServer, ManualClock
 
 def test_upload_returns_full_file_object(mc: EmulatorServer, session: requests.Session) -> None:
     content = chat_jsonl(3)
-    r = session.post(
-        f"{mc.base_url}/files", files={"file": ("my input.jsonl", content)}, data={"purpose": "batch"}
-    )
+    r = session.post(f"{mc.base_url}/files", files={"file": ("my input.jsonl", content)}, data={"purpose": "batch"})
     assert r.status_code == 200
     assert r.headers["x-request-id"].startswith("req_")
     assert r.headers["Content-Type"] == "application/json"
@@ -79,7 +79,8 @@ def test_upload_validation_errors(mc: EmulatorServer, session: requests.Session)
     err = assert_error(session.post(url, data=b"not multipart", headers={"Content-Type": "text/plain"}), 400)
     err = assert_error(
         session.post(
-            url, data=b"--xyz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbat",
+            url,
+            data=b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbat',
             headers={"Content-Type": "multipart/form-data; boundary=xyz"},
         ),
         400,
@@ -99,9 +100,9 @@ def test_upload_size_limit_boundary(session: requests.Session) -> None:
         assert err["param"] == "file" and err["code"] == "file_too_large"
         # purpose after the file part: same result
         body = (
-            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n'
             + b"x" * 1001
-            + b"\r\n--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b--\r\n"
+            + b'\r\n--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b--\r\n'
         )
         r = session.post(
             f"{emu.base_url}/files", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
@@ -142,7 +143,7 @@ def test_chunked_upload(mc: EmulatorServer, session: requests.Session) -> None:
         + b"\r\n--cb--\r\n"
     )
 
-    def gen():  # type: ignore[no-untyped-def]
+    def gen() -> Iterator[bytes]:
         for i in range(0, len(body), 7):
             yield body[i : i + 7]
 
