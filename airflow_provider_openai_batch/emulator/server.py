@@ -669,7 +669,7 @@ class EmulatorServer:
         self._httpd = _HTTPServer((self.host, self._requested_port), self)
         self._port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="openai-batch-emulator", daemon=True
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="openai-batch-emulator", daemon=True
         )
         self._thread.start()
         return self
