@@ -214,6 +214,12 @@ def _base_url(conn_id: str, host: object, schema: str | None, port: int | None) 
                 conn_id,
                 f"base URL {raw!r} (the Host field) needs a scheme and a host, e.g. {DEFAULT_BASE_URL}.",
             )
+    elif (port and parts.port is None) or (schema and not parts.path.strip("/")):
+        # URI-style connections with the protocol in the host ("openai-batch://https://:key@host:port/v1")
+        # arrive as host "https://host", port and schema "v1": put the port and the path back.
+        netloc = f"{parts.netloc}:{port}" if port and parts.port is None else parts.netloc
+        path = parts.path if parts.path.strip("/") or not schema else "/" + schema.strip("/")
+        raw = f"{parts.scheme}://{netloc}{path}"
     if parts.query or parts.fragment:
         raise InvalidConnectionError(
             conn_id,
@@ -339,8 +345,14 @@ class RetryState:
         self.retry: OpenAIRetry = settings.retry(idempotent=request.idempotent)
         self.attempts = 0
 
-    def delay_after_status(self, status: int, headers: Mapping[str, str]) -> float | None:
-        """Seconds to wait before repeating after an error status, or ``None`` to give up."""
+    def delay_after_status(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> float | None:
+        """Seconds to wait before repeating after an error status, or ``None`` to give up.
+
+        :param body: the (bounded) error body; a 429 ``insufficient_quota`` is not retried, since waiting
+            does not add credit.
+        """
+        if status == 429 and _error_code(body) == "insufficient_quota":
+            return None
         hint = self.retry.hint(headers)
         if hint is not None and hint > self.retry.max_retry_after:
             return None
@@ -387,6 +399,16 @@ _STATUS_ERRORS: dict[int, type[OpenAIBatchAPIError]] = {
 }
 
 
+def _error_code(body: bytes) -> str | None:
+    """``error.code`` of an error body, ``None`` when there is none."""
+    try:
+        payload = json.loads(body.decode("utf-8", errors="replace")) if body else None
+    except ValueError:
+        return None
+    error = payload.get("error") if isinstance(payload, Mapping) else None
+    return _opt_text(error.get("code")) if isinstance(error, Mapping) else None
+
+
 def api_error(
     request: ApiRequest,
     status: int,
@@ -405,9 +427,10 @@ def api_error(
     error = payload.get("error") if isinstance(payload, Mapping) else None
     if isinstance(error, Mapping):
         message = str(error.get("message") or "")
-        error_type = _opt_text(error.get("type"))
-        code = _opt_text(error.get("code"))
-        param = _opt_text(error.get("param"))
+        # Redacted like the message: a gateway may echo the key in any of them.
+        error_type = _opt_text(redact(str(error.get("type") or ""), secrets))
+        code = _opt_text(redact(str(error.get("code") or ""), secrets))
+        param = _opt_text(redact(str(error.get("param") or ""), secrets))
     elif isinstance(error, str):
         message = error
     if not message:
@@ -445,8 +468,11 @@ def transport_error(
     return error
 
 
-def invalid_response(request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes) -> InvalidResponseError:
-    snippet = body[:200].decode("utf-8", errors="replace")
+def invalid_response(
+    request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes, *, secrets: tuple[str, ...] = ()
+) -> InvalidResponseError:
+    # Redacted: a misconfigured proxy's debug page may echo the request headers.
+    snippet = redact(body[:200].decode("utf-8", errors="replace"), secrets)
     return InvalidResponseError(
         f"expected a JSON object, got {len(body)} byte(s) starting {snippet!r}",
         status_code=status,
@@ -456,14 +482,19 @@ def invalid_response(request: ApiRequest, status: int, headers: Mapping[str, str
     )
 
 
-def decode_json(request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """Parse a success body, raising :class:`InvalidResponseError` for a truncated or non-JSON one."""
+def decode_json(
+    request: ApiRequest, status: int, headers: Mapping[str, str], body: bytes, *, secrets: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Parse a success body, raising :class:`InvalidResponseError` for a truncated or non-JSON one.
+
+    :param secrets: strings to redact from the quoted body (the API key).
+    """
     try:
         payload = json.loads(body)
     except ValueError:
-        raise invalid_response(request, status, headers, body) from None
+        raise invalid_response(request, status, headers, body, secrets=secrets) from None
     if not isinstance(payload, dict):
-        raise invalid_response(request, status, headers, body)
+        raise invalid_response(request, status, headers, body, secrets=secrets)
     return payload
 
 

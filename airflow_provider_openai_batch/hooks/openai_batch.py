@@ -41,7 +41,7 @@ from airflow_provider_openai_batch.hooks._transport import (
     is_ambiguous,
     transport_error,
 )
-from airflow_provider_openai_batch.models import Batch, BatchPage, DeletedFile, FileObject
+from airflow_provider_openai_batch.models import Batch, BatchPage, BatchStatus, DeletedFile, FileObject
 
 if TYPE_CHECKING:
     import httpx
@@ -292,16 +292,16 @@ class OpenAIBatchHook(BaseHook):
                     response.headers.get("x-request-id"),
                 )
                 return response
-            delay = state.delay_after_status(response.status_code, response.headers)
+            error_body = _bounded_body(response)  # read (bounded) and closed: the retry decision needs the code
+            delay = state.delay_after_status(response.status_code, response.headers, error_body)
             if delay is None:
                 raise api_error(
                     request,
                     response.status_code,
                     response.headers,
-                    _bounded_body(response),
+                    error_body,
                     secrets=(settings.api_key,),
                 )
-            response.close()
             log.warning(
                 "%s %s -> HTTP %s (request id %s); retry %d in %.1fs",
                 request.method,
@@ -319,7 +319,13 @@ class OpenAIBatchHook(BaseHook):
         while True:
             response = self._send(request, body=body, state=state)
             try:
-                return decode_json(request, response.status_code, response.headers, response.content)
+                return decode_json(
+                    request,
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    secrets=(self.settings.api_key,),
+                )
             except OpenAIBatchAPIError:
                 delay = state.delay_after_failure("read")
                 if delay is None:
@@ -370,7 +376,7 @@ class OpenAIBatchHook(BaseHook):
                 await asyncio.sleep(delay)
                 continue
             if response.status_code >= 400:
-                delay = state.delay_after_status(response.status_code, response.headers)
+                delay = state.delay_after_status(response.status_code, response.headers, content[:MAX_ERROR_BODY])
                 if delay is None:
                     raise api_error(
                         request,
@@ -390,7 +396,9 @@ class OpenAIBatchHook(BaseHook):
                 await asyncio.sleep(delay)
                 continue
             try:
-                return decode_json(request, response.status_code, response.headers, content)
+                return decode_json(
+                    request, response.status_code, response.headers, content, secrets=(settings.api_key,)
+                )
             except OpenAIBatchAPIError:
                 delay = state.delay_after_failure("read")
                 if delay is None:
@@ -557,14 +565,15 @@ class OpenAIBatchHook(BaseHook):
     def find_batch_by_idempotency_key(self, key: str, *, max_scanned: int = 1000) -> Batch | None:
         """The newest batch tagged with ``key`` that is running or completed, or ``None``.
 
-        Failed, expired and cancelled batches are not reused: running the task again after one of those
-        is meant to try again. The API has no metadata filter, so the newest ``max_scanned`` batches are
+        Failed, expired, cancelled and cancelling batches are not reused: running the task again after one
+        of those is meant to try again. The API has no metadata filter, so the newest ``max_scanned`` batches are
         scanned (10 requests at most by default).
         """
         for batch in self.iter_batches(max_items=max_scanned):
             if (batch.metadata or {}).get(IDEMPOTENCY_METADATA_KEY) != key:
                 continue
-            if batch.status.is_terminal and not batch.status.is_success:
+            # ``cancelling`` is not terminal, but it can only end ``cancelled``: not worth waiting on either.
+            if batch.status is BatchStatus.CANCELLING or (batch.status.is_terminal and not batch.status.is_success):
                 log.info("Batch %s carries this key but is %s; not reusing it", batch.id, batch.status.value)
                 return None
             return batch
@@ -676,9 +685,10 @@ class OpenAIBatchHook(BaseHook):
                 start = destination.tell() if destination.seekable() else None
                 try:
                     return self._copy_content(file_id, destination)
-                except requests.RequestException:
+                except requests.RequestException as exc:
                     if start is None:
-                        raise
+                        # What was written cannot be taken back: a restart would write those bytes twice.
+                        raise transport_error(request, "read", exc, state.attempts) from None
                     destination.seek(start)
                     destination.truncate()
                     raise
