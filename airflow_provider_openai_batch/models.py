@@ -94,13 +94,19 @@ def _opt_int(value: object) -> int | None:
         try:
             return int(float(value))
         except ValueError:
-            # Older Azure examples carry ISO-8601 strings for timestamps.
-            from datetime import datetime
+            # Older Azure examples carry ISO-8601 strings for timestamps, with 7 fractional digits
+            # (which Python 3.10's fromisoformat rejects) and sometimes no offset (meaning UTC, not local time).
+            import re
+            from datetime import datetime, timezone
 
+            text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip().replace("Z", "+00:00"))
             try:
-                return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+                parsed = datetime.fromisoformat(text)
             except ValueError:
                 return None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            return int(parsed.timestamp())
     return None
 
 
