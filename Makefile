@@ -68,7 +68,8 @@ emulator: venv
 
 constraints: $(UV)
 	$(UV) lock
-	$(UV) pip compile --universal --python-version 3.10 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
+	# Resolved as of the 3.1.0 release, as Airflow's own constraints files are.
+	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2025-10-01 --exclude-newer-package openai=2026-11-26 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(TOOLS) .mypy_cache .ruff_cache

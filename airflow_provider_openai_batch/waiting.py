@@ -36,7 +36,10 @@ XCOM_BATCH = "batch"
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable`` from the Airflow configuration (False when unset)."""
-    from airflow.sdk import conf
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # Airflow 3.1 exposes it only here
+        from airflow.configuration import conf
 
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 

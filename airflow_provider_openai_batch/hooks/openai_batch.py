@@ -183,7 +183,12 @@ class OpenAIBatchHook(BaseHook):
     async def aget_settings(self) -> ConnectionSettings:
         """Validated connection settings, looked up without blocking the event loop."""
         if self._async_settings is None:
-            conn = await self.aget_connection(self.conn_id)
+            try:
+                conn = await self.aget_connection(self.conn_id)
+            except ImportError:
+                # Airflow 3.1.0's async lookup needs a supervisor even for env-var connections; outside a
+                # triggerer or task (no supervisor, so no deadlock risk) look up synchronously, off the loop.
+                conn = await asyncio.to_thread(self.get_connection, self.conn_id)
             self._async_settings = self._settings_from(conn)
         return self._async_settings
 
