@@ -39,7 +39,7 @@ def default_deferrable() -> bool:
     try:
         from airflow.sdk import conf
     except ImportError:  # Airflow 3.1 exposes it only here
-        from airflow.configuration import conf
+        from airflow.configuration import conf  # type: ignore[assignment]
 
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
