@@ -44,9 +44,11 @@ $(FLOOR_VENV)/.synced: $(UV) constraints/airflow-3.1.txt pyproject.toml
 	$(UV) pip install --python $(FLOOR_VENV)/bin/python --no-deps -e .
 	touch $@
 
-# The floor we declare (apache-airflow>=3.1) is a floor we test.
+# The floor we declare (apache-airflow>=3.1) is a floor we test: every unit test that touches Airflow.
+# tests/emulator is left out: the emulator never imports Airflow, and its SDK test needs a newer openai
+# than resolves beside Airflow 3.1.0's dependencies.
 test-floor: $(FLOOR_VENV)/.synced
-	$(FLOOR_VENV)/bin/python -m pytest -m "not e2e and not slow" -p no:cacheprovider
+	$(FLOOR_VENV)/bin/python -m pytest -m "not e2e and not slow" -p no:cacheprovider --ignore=tests/emulator
 
 test: lint typecheck
 	$(PY) -m pytest -p no:cacheprovider
@@ -69,7 +71,7 @@ emulator: venv
 constraints: $(UV)
 	$(UV) lock
 	# Resolved as of the 3.1.0 release, as Airflow's own constraints files are.
-	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2025-10-01 --exclude-newer-package openai=2026-11-26 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
+	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2025-10-01 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(TOOLS) .mypy_cache .ruff_cache

@@ -135,9 +135,7 @@ class RequestCounts:
     @classmethod
     def from_dict(cls, data: object) -> RequestCounts:
         raw = _mapping(data)
-        return cls(
-            total=_int(raw.get("total")), completed=_int(raw.get("completed")), failed=_int(raw.get("failed"))
-        )
+        return cls(total=_int(raw.get("total")), completed=_int(raw.get("completed")), failed=_int(raw.get("failed")))
 
     def to_dict(self) -> dict[str, int]:
         return {"total": self.total, "completed": self.completed, "failed": self.failed}
