@@ -1,0 +1,157 @@
+"""Worker: N batch triggers of one provider in one asyncio loop, as the triggerer runs them.
+
+``python -m benchmarks.loop_worker --impl ours|official --n N --poll-interval S --deadline S``
+
+Each trigger's ``run()`` generator is consumed concurrently in one loop, beside a ticker coroutine that
+sleeps 10 ms and records how late it wakes (the loop lag every other trigger in the triggerer would
+suffer). Prints one JSON object: wall time until every trigger fired, lag samples summary, CPU seconds,
+events by status. A watchdog thread ends a run that passes ``--deadline`` (a loop blocked by synchronous
+I/O cannot end itself) and reports what it saw so far, with the stall in progress counted as lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from benchmarks.common import OFFICIAL, OFFICIAL_CONN_ID, OUR_CONN_ID, OURS, percentile, raise_fd_limit, write_result
+
+TICK = 0.010
+
+
+def make_triggers(impl: str, n: int, poll_interval: float) -> list[Any]:
+    if impl == OURS:
+        # What the first run() would import inside the loop: imported here, as in a triggerer that has
+        # already run one such trigger (the one-off import is measured in section 4). The official
+        # trigger module imports its hook and the openai SDK at the top, so the same holds for both.
+        import httpx  # noqa: F401
+
+        import airflow_provider_openai_batch.hooks.openai_batch  # noqa: F401
+        from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+
+        return [
+            OpenAIBatchTrigger(conn_id=OUR_CONN_ID, batch_id=f"batch_bench_{i}", poll_interval=poll_interval)
+            for i in range(n)
+        ]
+    from airflow.providers.openai.triggers.openai import OpenAIBatchTrigger as OfficialTrigger
+
+    # 2.x takes ``timeout``; older releases only ``end_time``.
+    if "timeout" in inspect.signature(OfficialTrigger).parameters:
+        bound: dict[str, Any] = {"timeout": 3600.0}
+    else:
+        bound = {"end_time": time.time() + 3600.0}
+    return [
+        OfficialTrigger(conn_id=OFFICIAL_CONN_ID, batch_id=f"batch_bench_{i}", poll_interval=poll_interval, **bound)
+        for i in range(n)
+    ]
+
+
+class Run:
+    def __init__(self, n: int, out: str) -> None:
+        self.n = n
+        self.out = out
+        self.lags: list[float] = []
+        self.last_wake = time.monotonic()
+        self.events: Counter[str] = Counter()
+        self.done = 0
+        self.started = time.monotonic()
+        self.cpu_started = time.process_time()
+        self.finished_at: float | None = None
+        self.lock = threading.Lock()
+        self.reported = False
+
+    def report(self, *, timed_out: bool) -> dict[str, Any]:
+        now = time.monotonic()
+        lags = list(self.lags)
+        stall = max(0.0, now - self.last_wake - TICK) if timed_out else 0.0
+        return {
+            "n": self.n,
+            "completed": self.done,
+            "timed_out": timed_out,
+            "wall": (self.finished_at or now) - self.started,
+            "cpu": time.process_time() - self.cpu_started,
+            "lag_max": max([*lags, stall]) if lags or stall else 0.0,
+            "lag_p99": percentile([*lags, stall] if timed_out else lags, 99) if lags or stall else 0.0,
+            "lag_samples": len(lags),
+            "events": dict(self.events),
+        }
+
+    def emit(self, *, timed_out: bool) -> None:
+        with self.lock:
+            if self.reported:
+                return
+            self.reported = True
+            write_result(self.out, self.report(timed_out=timed_out))
+
+
+async def ticker(run: Run, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        expected = loop.time() + TICK
+        await asyncio.sleep(TICK)
+        woke = loop.time()
+        run.last_wake = time.monotonic()
+        run.lags.append(max(0.0, woke - expected))
+
+
+async def consume(trigger: Any, run: Run) -> None:
+    async for event in trigger.run():
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        run.events[str(payload.get("status"))] += 1
+        break
+    run.done += 1
+
+
+async def main_async(triggers: list[Any], run: Run, *, with_ticker: bool = True) -> None:
+    stop = asyncio.Event()
+    tick = asyncio.create_task(ticker(run, stop) if with_ticker else stop.wait())
+    await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
+    run.started = time.monotonic()
+    run.cpu_started = time.process_time()
+    await asyncio.gather(*(consume(trigger, run) for trigger in triggers))
+    run.finished_at = time.monotonic()
+    stop.set()
+    await tick
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--impl", choices=[OURS, OFFICIAL], required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--poll-interval", type=float, required=True)
+    parser.add_argument("--deadline", type=float, required=True, help="seconds after which the run is cut short")
+    parser.add_argument("--no-ticker", action="store_true", help="no lag ticker (for CPU per poll)")
+    parser.add_argument("--out", required=True, help="where the JSON result is written")
+    parser.add_argument("--profile", help="write cProfile stats of the run to this file (diagnosis only)")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    triggers = make_triggers(args.impl, args.n, args.poll_interval)
+    run = Run(args.n, args.out)
+
+    def watchdog() -> None:
+        time.sleep(args.deadline)
+        run.emit(timed_out=True)
+        sys.stdout.flush()
+        os._exit(0)  # the loop may be blocked in a synchronous call: nothing else can end it
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    if args.profile:
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker))
+        profile.dump_stats(args.profile)
+    else:
+        asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker))
+    run.emit(timed_out=False)
+
+
+if __name__ == "__main__":
+    main()
