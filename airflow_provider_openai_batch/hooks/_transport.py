@@ -338,12 +338,50 @@ class ApiRequest:
 
 
 class RetryState:
-    """Sans-I/O retry bookkeeping for one call, shared by the sync and async transports."""
+    """Sans-I/O retry bookkeeping for one call, shared by the sync and async transports.
+
+    Each ``after_*`` method records one failed attempt and returns the seconds to wait before the next
+    one, or raises the typed error when the call should give up. The transports only send and sleep.
+    """
 
     def __init__(self, request: ApiRequest, settings: ConnectionSettings) -> None:
         self.request = request
+        self.secrets = (settings.api_key,)
         self.retry: OpenAIRetry = settings.retry(idempotent=request.idempotent)
         self.attempts = 0
+
+    def after_status(self, status: int, headers: Mapping[str, str], body: bytes) -> float:
+        """An error status arrived. :raises OpenAIBatchAPIError: when it is not worth repeating."""
+        delay = self.delay_after_status(status, headers, body)
+        if delay is None:
+            raise api_error(self.request, status, headers, body, secrets=self.secrets)
+        self._log_retry(f"HTTP {status} (request id {headers.get('x-request-id')})", delay)
+        return delay
+
+    def after_failure(self, kind: TransportFailure, exc: BaseException) -> float:
+        """No usable response. :raises APIConnectionError: when the budget is spent or a repeat is unsafe."""
+        delay = self.delay_after_failure(kind)
+        if delay is None:
+            raise transport_error(self.request, kind, exc, self.attempts) from None
+        self._log_retry(type(exc).__name__, delay)
+        return delay
+
+    def decode(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any] | float:
+        """The JSON object of a success body, or the seconds to wait before fetching a broken one again.
+
+        :raises InvalidResponseError: when a truncated or non-JSON body cannot be fetched again.
+        """
+        try:
+            return decode_json(self.request, status, headers, body, secrets=self.secrets)
+        except InvalidResponseError as exc:
+            delay = self.delay_after_failure("read")
+            if delay is None:
+                raise
+            self._log_retry(f"unreadable body ({exc.message[:60]})", delay)
+            return delay
+
+    def _log_retry(self, what: str, delay: float) -> None:
+        log.warning("%s %s: %s; retry %d in %.1fs", self.request.method, self.request.path, what, self.attempts, delay)
 
     def delay_after_status(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> float | None:
         """Seconds to wait before repeating after an error status, or ``None`` to give up.

@@ -36,8 +36,6 @@ from airflow_provider_openai_batch.hooks._transport import (
     ConnectionSettings,
     RetryState,
     TransportFailure,
-    api_error,
-    decode_json,
     is_ambiguous,
     transport_error,
 )
@@ -273,78 +271,31 @@ class OpenAIBatchHook(BaseHook):
                     allow_redirects=False,
                 )
             except requests.RequestException as exc:
-                kind = _requests_failure_kind(exc)
-                delay = state.delay_after_failure(kind)
-                if delay is None:
-                    raise transport_error(request, kind, exc, state.attempts) from None
-                log.warning(
-                    "%s %s: %s; retry %d in %.1fs",
-                    request.method,
-                    request.path,
-                    type(exc).__name__,
-                    state.attempts,
-                    delay,
-                )
-                time.sleep(delay)
+                time.sleep(state.after_failure(_requests_failure_kind(exc), exc))
                 continue
-            if response.status_code < 400:
-                log.debug(
-                    "%s %s -> %s in %.0f ms (request id %s)",
-                    request.method,
-                    request.path,
-                    response.status_code,
-                    1000 * (time.monotonic() - started),
-                    response.headers.get("x-request-id"),
-                )
-                return response
-            error_body = _bounded_body(response)  # read (bounded) and closed: the retry decision needs the code
-            delay = state.delay_after_status(response.status_code, response.headers, error_body)
-            if delay is None:
-                raise api_error(
-                    request,
-                    response.status_code,
-                    response.headers,
-                    error_body,
-                    secrets=(settings.api_key,),
-                )
-            log.warning(
-                "%s %s -> HTTP %s (request id %s); retry %d in %.1fs",
+            if response.status_code >= 400:
+                # Read (bounded) and closed: the retry decision needs the error code.
+                time.sleep(state.after_status(response.status_code, response.headers, _bounded_body(response)))
+                continue
+            log.debug(
+                "%s %s -> %s in %.0f ms (request id %s)",
                 request.method,
                 request.path,
                 response.status_code,
+                1000 * (time.monotonic() - started),
                 response.headers.get("x-request-id"),
-                state.attempts,
-                delay,
             )
-            time.sleep(delay)
+            return response
 
     def _json(self, request: ApiRequest, *, body: MultipartFileBody | None = None) -> dict[str, Any]:
-        """One call whose answer is a JSON object; a truncated body is retried like a dropped connection."""
+        """One call whose answer is a JSON object; a truncated or non-JSON body is fetched again."""
         state = RetryState(request, self.settings)
         while True:
             response = self._send(request, body=body, state=state)
-            try:
-                return decode_json(
-                    request,
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    secrets=(self.settings.api_key,),
-                )
-            except OpenAIBatchAPIError:
-                delay = state.delay_after_failure("read")
-                if delay is None:
-                    raise
-                time.sleep(delay)
-            except Exception as exc:  # the body broke off while it was being read
-                import requests
-
-                if not isinstance(exc, requests.RequestException):
-                    raise
-                delay = state.delay_after_failure("read")
-                if delay is None:
-                    raise transport_error(request, "read", exc, state.attempts) from None
-                time.sleep(delay)
+            payload = state.decode(response.status_code, response.headers, response.content)
+            if isinstance(payload, dict):
+                return payload
+            time.sleep(payload)
 
     # -- the asynchronous transport --------------------------------------------------------------
 
@@ -364,51 +315,18 @@ class OpenAIBatchHook(BaseHook):
                     json=request.json,
                     headers=headers,
                 )
-                content = response.content
             except httpx.TransportError as exc:
-                kind = _httpx_failure_kind(exc)
-                delay = state.delay_after_failure(kind)
-                if delay is None:
-                    raise transport_error(request, kind, exc, state.attempts) from None
-                log.warning(
-                    "%s %s: %s; retry %d in %.1fs",
-                    request.method,
-                    request.path,
-                    type(exc).__name__,
-                    state.attempts,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(state.after_failure(_httpx_failure_kind(exc), exc))
                 continue
             if response.status_code >= 400:
-                delay = state.delay_after_status(response.status_code, response.headers, content[:MAX_ERROR_BODY])
-                if delay is None:
-                    raise api_error(
-                        request,
-                        response.status_code,
-                        response.headers,
-                        content[:MAX_ERROR_BODY],
-                        secrets=(settings.api_key,),
-                    )
-                log.warning(
-                    "%s %s -> HTTP %s; retry %d in %.1fs",
-                    request.method,
-                    request.path,
-                    response.status_code,
-                    state.attempts,
-                    delay,
+                await asyncio.sleep(
+                    state.after_status(response.status_code, response.headers, response.content[:MAX_ERROR_BODY])
                 )
-                await asyncio.sleep(delay)
                 continue
-            try:
-                return decode_json(
-                    request, response.status_code, response.headers, content, secrets=(settings.api_key,)
-                )
-            except OpenAIBatchAPIError:
-                delay = state.delay_after_failure("read")
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+            payload = state.decode(response.status_code, response.headers, response.content)
+            if isinstance(payload, dict):
+                return payload
+            await asyncio.sleep(payload)
 
     # -- batches -----------------------------------------------------------------------------------
 
