@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -44,6 +43,8 @@ from airflow_provider_openai_batch.models import Batch, BatchPage, BatchStatus, 
 if TYPE_CHECKING:
     import httpx
     import requests
+
+    from airflow_provider_openai_batch.batch_input import BatchResult
 
 __all__ = ["IDEMPOTENCY_METADATA_KEY", "OpenAIBatchHook"]
 
@@ -645,19 +646,25 @@ class OpenAIBatchHook(BaseHook):
         return written
 
     def iter_file_lines(self, file_id: str) -> Iterator[str]:
-        """The lines of a (JSONL) file, streamed and decoded; blank lines skipped."""
-        with self._open_content(file_id) as response:
-            for raw in response.iter_lines(chunk_size=DOWNLOAD_CHUNK):
-                if raw.strip():
-                    yield raw.decode("utf-8")
+        """The lines of a text file, streamed; blank lines are kept so that line numbers stay true.
 
-    def iter_file_json(self, file_id: str) -> Iterator[dict[str, Any]]:
-        """The JSON objects of a JSONL file, streamed."""
-        for number, line in enumerate(self.iter_file_lines(file_id), start=1):
-            try:
-                yield json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{file_id} line {number} is not valid JSON: {exc}") from None
+        :raises ValueError: for a line that is not UTF-8, naming it.
+        """
+        with self._open_content(file_id) as response:
+            for number, raw in enumerate(response.iter_lines(chunk_size=DOWNLOAD_CHUNK), start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{file_id} line {number} is not UTF-8: {exc}") from None
+
+    def iter_results(self, file_id: str) -> Iterator[BatchResult]:
+        """The typed results of an output or error file, streamed straight from the API.
+
+        :raises ValueError: for a malformed line, naming the file and the line number.
+        """
+        from airflow_provider_openai_batch.batch_input import iter_results
+
+        return iter_results(self.iter_file_lines(file_id), source=file_id)
 
     # -- connection test ---------------------------------------------------------------------------
 

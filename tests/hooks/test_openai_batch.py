@@ -259,14 +259,17 @@ class TestWire:
         rsps.get(f"{BASE}/files", json={"object": "list", "data": [file_payload("file-1"), file_payload("file-2")]})
         rsps.get(f"{BASE}/files/file-1", json=file_payload("file-1"))
         rsps.delete(f"{BASE}/files/file-1", json={"id": "file-1", "object": "file", "deleted": True})
-        rsps.get(f"{BASE}/files/file-1/content", body=b'{"x": 1}\n\n{"y": 2}\n')
+        rsps.get(
+            f"{BASE}/files/file-1/content",
+            body=b'{"custom_id": "a", "response": {"status_code": 200, "body": {}}}\n\n{"custom_id": "b"}\n',
+        )
 
         files = hook.list_files(purpose="batch", limit=50, order="asc", after="file-0")
         assert [f.id for f in files] == ["file-1", "file-2"]
         assert query_of(rsps.calls[0]) == {"purpose": ["batch"], "limit": ["50"], "order": ["asc"], "after": ["file-0"]}
         assert hook.retrieve_file("file-1").filename == "batch_input.jsonl"
         assert hook.delete_file("file-1") == DeletedFile(id="file-1", deleted=True)
-        assert list(hook.iter_file_json("file-1")) == [{"x": 1}, {"y": 2}]
+        assert [(r.custom_id, r.status_code) for r in hook.iter_results("file-1")] == [("a", 200), ("b", None)]
         methods = [(c.request.method, path_of(c)) for c in rsps.calls]
         assert methods == [
             ("GET", "/v1/files"),
@@ -282,10 +285,10 @@ class TestWire:
         assert hook.list_files() == []
         assert query_of(rsps.calls[0]) == {"limit": ["100"], "order": ["desc"]}
 
-    def test_iter_file_json_names_the_bad_line(self, hook: OpenAIBatchHook, rsps: responses.RequestsMock) -> None:
-        rsps.get(f"{BASE}/files/file-1/content", body=b'{"ok": 1}\nnot json\n')
-        with pytest.raises(ValueError, match="file-1 line 2 is not valid JSON"):
-            list(hook.iter_file_json("file-1"))
+    def test_iter_results_names_the_bad_line(self, hook: OpenAIBatchHook, rsps: responses.RequestsMock) -> None:
+        rsps.get(f"{BASE}/files/file-1/content", body=b'{"custom_id": "a"}\n\nnot json\n')
+        with pytest.raises(ValueError, match="file-1 line 3"):
+            list(hook.iter_results("file-1"))
 
     @pytest.mark.parametrize(
         "call",

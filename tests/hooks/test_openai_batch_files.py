@@ -175,8 +175,8 @@ class TestDownload:
         data = b'{"a": 1}\r\n\n{"b": "\xc3\xa9"}\n' + long_line + b"\n   \n" + b'{"c": 3}'
         server.route("GET", "/files/file-out/content", content_route(data))
         lines = list(local_hook.iter_file_lines("file-out"))
-        assert lines == ['{"a": 1}', '{"b": "é"}', long_line.decode(), '{"c": 3}']
-        assert [json.loads(line) for line in lines][1] == {"b": "é"}
+        assert lines == ['{"a": 1}', "", '{"b": "é"}', long_line.decode(), "   ", '{"c": 3}']
+        assert json.loads(lines[2]) == {"b": "é"}
 
 
 class TestUpload:
