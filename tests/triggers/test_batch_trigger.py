@@ -1,0 +1,315 @@
+"""OpenAIBatchTrigger against the emulator: serialization, events, error tolerance, keep-alive, on_kill."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from batch_testkit import batch_in_status, invalid_jsonl, new_batch, wait_for_status
+
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.models import Batch
+from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
+
+POLL = 0.02
+GET_BATCH = "GET /v1/batches/{id}"
+
+
+def make_trigger(batch_id: str, **kwargs: Any) -> OpenAIBatchTrigger:
+    kwargs.setdefault("poll_interval", POLL)
+    return OpenAIBatchTrigger(conn_id=kwargs.pop("conn_id", "openai_default"), batch_id=batch_id, **kwargs)
+
+
+async def collect(trigger: OpenAIBatchTrigger, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every event the trigger yields until ``run()`` returns (so 'exactly one' is checked, not assumed)."""
+
+    async def drain() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return await asyncio.wait_for(drain(), timeout)
+
+
+def rebuild(trigger: OpenAIBatchTrigger) -> OpenAIBatchTrigger:
+    """What the triggerer does: import the classpath, call it with the stored (JSON) kwargs."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**json.loads(json.dumps(kwargs)))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def seen_statuses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the status of every batch the async hook returns."""
+    seen: list[str] = []
+    original = OpenAIBatchHook.aretrieve_batch
+
+    async def recording(self: OpenAIBatchHook, batch_id: str) -> Batch:
+        batch = await original(self, batch_id)
+        seen.append(batch.status.value)
+        return batch
+
+    monkeypatch.setattr(OpenAIBatchHook, "aretrieve_batch", recording)
+    return seen
+
+
+# -- serialization -------------------------------------------------------------------------------
+
+
+def test_serialize_round_trip_holds_no_secret(openai_conn: EmulatorServer) -> None:
+    trigger = OpenAIBatchTrigger(
+        conn_id="openai_default",
+        batch_id="batch_abc",
+        poll_interval=12.5,
+        cancel_on_kill=True,
+        max_consecutive_errors=4,
+        max_retries=1,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_openai_batch.triggers.batch.OpenAIBatchTrigger"
+    assert kwargs == {
+        "conn_id": "openai_default",
+        "batch_id": "batch_abc",
+        "poll_interval": 12.5,
+        "cancel_on_kill": True,
+        "max_consecutive_errors": 4,
+        "max_retries": 1,
+    }
+    assert "sk-emulator" not in repr(kwargs)
+    assert "sk-emulator" not in json.dumps(kwargs)
+    rebuilt = rebuild(trigger)
+    assert type(rebuilt) is OpenAIBatchTrigger
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+async def test_rebuilt_trigger_resumes_polling_the_same_batch(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    first = make_trigger(batch.id)
+    # The triggerer stops the first instance (restart / redistribution) while the batch is still running.
+    with pytest.raises(asyncio.TimeoutError):
+        await collect(first, timeout=0.3)
+    polled = openai_conn.counters[GET_BATCH]
+    assert polled >= 2
+    openai_conn.store.cancel_batch(batch.id)
+
+    events = await collect(rebuild(first))
+
+    assert openai_conn.counters[GET_BATCH] > polled
+    assert len(events) == 1
+    assert events[0]["status"] == EVENT_TERMINAL
+    assert events[0]["batch_id"] == batch.id
+    assert events[0]["batch"]["id"] == batch.id
+    assert events[0]["batch"]["status"] == "cancelled"
+
+
+# -- one event per terminal status -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
+async def test_one_json_event_for_every_terminal_status(
+    openai_conn: EmulatorServer, seen_statuses: list[str], status: str
+) -> None:
+    if status == "cancelled":
+        batch = new_batch(4, metadata={"emulator": "hold"})
+    elif status == "failed":
+        batch = new_batch(content=invalid_jsonl())
+    elif status == "expired":
+        batch = new_batch(4, metadata={"emulator": "expire"})
+    else:
+        batch = new_batch(4, failing=1)
+    task = asyncio.create_task(collect(make_trigger(batch.id)))
+    if status == "cancelled":
+        await asyncio.to_thread(wait_for_status, openai_conn, batch.id, "in_progress")
+        await asyncio.sleep(0.15)
+        openai_conn.store.cancel_batch(batch.id)
+
+    events = await task
+
+    assert len(events) == 1, events
+    event = events[0]
+    assert json.loads(json.dumps(event)) == event  # plain JSON, as trigger events are stored
+    assert event["status"] == EVENT_TERMINAL
+    assert event["batch_id"] == batch.id
+    carried = Batch.from_dict(event["batch"])
+    assert carried.status.value == status
+    assert carried.id == batch.id
+    # The trigger polled while the batch ran and stopped at the first terminal status.
+    assert len(seen_statuses) >= 2
+    assert seen_statuses[-1] == status
+    assert all(s not in ("completed", "failed", "expired", "cancelled") for s in seen_statuses[:-1])
+    if status == "completed":
+        assert carried.request_counts.to_dict() == {"total": 4, "completed": 3, "failed": 1}
+        assert carried.output_file_id and carried.error_file_id
+    if status == "failed":
+        assert carried.errors is not None and carried.errors.data[0].line == 2
+
+
+async def test_cancelling_is_not_terminal(openai_conn: EmulatorServer, seen_statuses: list[str]) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    wait_for_status(openai_conn, batch.id, "in_progress")
+    openai_conn.set_phase_seconds(0.4)  # cancelling now lasts 0.4 s: several polls see it
+    task = asyncio.create_task(collect(make_trigger(batch.id)))
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    openai_conn.store.cancel_batch(batch.id)
+
+    events = await task
+
+    assert seen_statuses.count("cancelling") >= 3
+    assert seen_statuses[-1] == "cancelled"
+    assert [e["batch"]["status"] for e in events] == ["cancelled"]
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["status", "drop"])
+async def test_transient_errors_are_tolerated(openai_conn: EmulatorServer, kind: str) -> None:
+    batch = new_batch(4)
+    # max_retries=0: every failure reaches the trigger's own budget, not only the hook's retries.
+    rule = openai_conn.faults.add(GET_BATCH, kind, status=503 if kind == "status" else None, times=4)
+
+    events = await collect(make_trigger(batch.id, max_retries=0, max_consecutive_errors=5))
+
+    assert rule.fired == 4
+    assert len(events) == 1
+    assert events[0]["status"] == EVENT_TERMINAL
+    assert events[0]["batch"]["status"] == "completed"
+
+
+async def test_transient_errors_are_reset_by_a_successful_poll(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    # 2 failures, 1 success, 2 failures ... never more than 2 in a row, with a budget of 2.
+    for after in (0, 3, 6):
+        openai_conn.faults.add(GET_BATCH, "status", status=503, times=2, after=after)
+    task = asyncio.create_task(collect(make_trigger(batch.id, max_retries=0, max_consecutive_errors=2)))
+    while openai_conn.counters[GET_BATCH] < 10:
+        await asyncio.sleep(0.02)
+    openai_conn.store.cancel_batch(batch.id)
+    events = await task
+    assert [e["status"] for e in events] == [EVENT_TERMINAL]
+
+
+async def test_too_many_consecutive_transient_errors_give_a_retryable_error_event(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4)
+    openai_conn.reset_counters()
+    openai_conn.faults.add(GET_BATCH, "status", status=503, times=None)
+
+    events = await collect(make_trigger(batch.id, max_retries=0, max_consecutive_errors=3))
+
+    assert len(events) == 1
+    event = events[0]
+    assert json.loads(json.dumps(event)) == event
+    assert event["status"] == EVENT_ERROR
+    assert event["retryable"] is True
+    assert event["batch_id"] == batch.id
+    assert event["error_type"] == "ServerError"
+    assert "503" in event["message"] and "too many consecutive" in event["message"]
+    assert openai_conn.counters[GET_BATCH] == 4  # 3 tolerated + the one that ended it
+
+
+async def test_wrong_api_key_fails_fast(openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OPENAI_WRONG",
+        json.dumps({"conn_type": "openai_batch", "password": "sk-wrong-key-123", "host": openai_conn.base_url}),
+    )
+    events = await collect(make_trigger("batch_abc", conn_id="openai_wrong"))
+
+    assert len(events) == 1
+    assert events[0]["status"] == EVENT_ERROR
+    assert events[0]["retryable"] is False
+    assert events[0]["error_type"] == "AuthenticationError"
+    assert "sk-wrong-key-123" not in json.dumps(events[0])
+    assert openai_conn.counters[GET_BATCH] == 1
+
+
+async def test_unknown_batch_fails_fast(openai_conn: EmulatorServer) -> None:
+    events = await collect(make_trigger("batch_does_not_exist"))
+
+    assert len(events) == 1
+    assert events[0]["status"] == EVENT_ERROR
+    assert events[0]["retryable"] is False
+    assert events[0]["error_type"] == "NotFoundError"
+    assert "batch_does_not_exist" in events[0]["message"]
+    assert openai_conn.counters[GET_BATCH] == 1
+
+
+# -- connection reuse ----------------------------------------------------------------------------------
+
+
+async def test_polls_reuse_one_connection(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    openai_conn.reset_counters()
+    task = asyncio.create_task(collect(make_trigger(batch.id, poll_interval=0.005)))
+    while openai_conn.counters[GET_BATCH] < 20:
+        await asyncio.sleep(0.01)
+    openai_conn.store.cancel_batch(batch.id)
+    await task
+    counters = openai_conn.counters
+    assert counters[GET_BATCH] >= 20
+    assert counters["connections"] <= 2, counters.as_dict()
+
+
+async def test_run_closes_its_client(openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[bool] = []
+    original = OpenAIBatchHook.aclose
+
+    async def recording(self: OpenAIBatchHook) -> None:
+        closed.append(self._async_client is not None)
+        await original(self)
+
+    monkeypatch.setattr(OpenAIBatchHook, "aclose", recording)
+    batch = batch_in_status(openai_conn, "completed")
+    await collect(make_trigger(batch.id))
+    assert closed == [True]
+
+
+# -- on_kill ---------------------------------------------------------------------------------------------
+
+
+async def test_on_kill_cancels_the_batch_when_asked(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    wait_for_status(openai_conn, batch.id, "in_progress")
+
+    await make_trigger(batch.id, cancel_on_kill=True).on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 1
+    assert openai_conn.get_batch(batch.id)["status"] in ("cancelling", "cancelled")
+
+
+async def test_on_kill_leaves_the_batch_alone_by_default(openai_conn: EmulatorServer) -> None:
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    wait_for_status(openai_conn, batch.id, "in_progress")
+
+    await make_trigger(batch.id).on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
+    assert openai_conn.get_batch(batch.id)["status"] == "in_progress"
+
+
+async def test_on_kill_of_a_finished_batch_does_not_raise(openai_conn: EmulatorServer) -> None:
+    batch = batch_in_status(openai_conn, "completed")
+    await make_trigger(batch.id, cancel_on_kill=True).on_kill()
+    assert openai_conn.get_batch(batch.id)["status"] == "completed"
+
+
+async def test_cancelled_run_is_not_swallowed(openai_conn: EmulatorServer) -> None:
+    """The triggerer cancels run() on shutdown: CancelledError must propagate, with no event."""
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    events: list[Any] = []
+
+    async def run() -> None:
+        agen: AsyncIterator[Any] = make_trigger(batch.id).run()
+        async for event in agen:
+            events.append(event)
+
+    task = asyncio.create_task(run())
+    await asyncio.sleep(0.15)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert events == []
