@@ -6,7 +6,25 @@ import json
 from pathlib import Path
 
 MODEL = "gpt-4o-mini"
-_WORDS = "the quick brown fox jumps over the lazy dog while a batch of requests waits in line".split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "the",
+    "lazy",
+    "dog",
+    "while",
+    "a",
+    "batch",
+    "of",
+    "requests",
+    "waits",
+    "in",
+    "line",
+]
 
 
 def _prompt(i: int, words: int) -> str:

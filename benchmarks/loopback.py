@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -57,10 +58,7 @@ class State:
         now = time.monotonic()
         first = self.first_seen.setdefault(batch_id, now)
         count = self.poll_counts[batch_id] = self.poll_counts.get(batch_id, 0) + 1
-        if self.complete_after_polls:
-            done = count >= self.complete_after_polls
-        else:
-            done = now - first >= self.complete_after
+        done = count >= self.complete_after_polls if self.complete_after_polls else now - first >= self.complete_after
         created = int(time.time() - (now - first))
         return {
             "id": batch_id,
@@ -165,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop  # type: ignore[import-not-found]  # comes with the bench environment (uvicorn)
@@ -173,10 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         runner(_serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class Row:
         if a is None or b is None or b == 0:
             return "n/a"
         value = a / b
-        text = f"{value:.2f}×" if value >= 0.1 else f"{value:.3f}×"
+        text = f"{value:.2f}x" if value >= 0.1 else f"{value:.3f}x"
         if self.official.bound == ">" and not self.ours.bound:
             return "< " + text  # official figure is a lower bound
         if self.ours.bound == ">" and not self.official.bound:
@@ -283,8 +283,9 @@ def bench_files(args: argparse.Namespace, workdir: Path, input_path: Path) -> li
                     )  # fmt: skip
                     if op == "upload" and file_id is None:
                         file_id = result["result"]
-                    if result["bytes"] != input_path.stat().st_size:
-                        raise RuntimeError(f"{impl} {op} moved {result['bytes']} bytes, not {input_path.stat().st_size}")
+                    expected = input_path.stat().st_size
+                    if result["bytes"] != expected:
+                        raise RuntimeError(f"{impl} {op} moved {result['bytes']} bytes, not {expected}")
                     runs.append(result)
                     log(
                         f"{op:8s} {impl:8s} run {rep + 1}: {result['wall']:.2f}s, peak extra RSS "
@@ -315,7 +316,9 @@ def bench_files(args: argparse.Namespace, workdir: Path, input_path: Path) -> li
                 Value(ours["traced"], "{:.1f} MB"),
                 Value(official["traced"], "{:.1f} MB"),
             ),
-            Row(f"3. {op} {mb:.0f} MB: wall time", Value(ours["wall"], "{:.2f} s"), Value(official["wall"], "{:.2f} s")),
+            Row(
+                f"3. {op} {mb:.0f} MB: wall time", Value(ours["wall"], "{:.2f} s"), Value(official["wall"], "{:.2f} s")
+            ),
         ]
     return rows
 
@@ -465,6 +468,7 @@ def machine() -> dict[str, str]:
         "official": f"apache-airflow-providers-openai {_version('apache-airflow-providers-openai')} "
         f"(openai {_version('openai')})",
         "httpx": _version("httpx"),
+        "load average at start (1/5/15 min)": "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg()),
     }
 
 
@@ -514,6 +518,7 @@ def report(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, str], 
         f"{args.loop_runs} runs per loop figure, {args.runs} per other figure, {args.import_runs} per import figure; "
         f"{args.file_mb} MB files"
     )
+    info = {**info, "load average at end (1/5/15 min)": "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())}
     machine_lines = "\n".join(f"- {key}: {value}" for key, value in info.items())
     return f"""# Benchmark results
 
