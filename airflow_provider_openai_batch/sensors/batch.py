@@ -93,9 +93,15 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
         try:
             batch = self.hook.retrieve_batch(self.batch_id)
         except Exception as exc:
-            # One 503 must not end a day-long wait; a permanent error (401, 404) must end it at once.
+            # One 503 must not end a day-long wait; a permanent error (401, 404) must end it at once, and
+            # without retry, as in deferrable mode (a retry would only meet the same 404).
             if not self._poke_errors.tolerates(exc):
-                raise
+                from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+                gave_up = self._poke_errors.consecutive > self.max_consecutive_errors
+                raise (AirflowException if gave_up else AirflowFailException)(
+                    f"Stopped waiting for batch {self.batch_id}: {exc}"
+                ) from exc
             self.log.warning("Poke failed (%d in a row), trying again: %s", self._poke_errors.consecutive, exc)
             return False
         self._poke_errors.success()

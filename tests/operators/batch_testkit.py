@@ -45,6 +45,16 @@ def write_jsonl(path: Path, n: int = 4, *, failing: int = 0) -> Path:
     return path
 
 
+def set_connection(monkeypatch: Any, base_url: str, conn_id: str = "openai_default", **extra: Any) -> None:
+    """Point ``conn_id`` at ``base_url`` with the emulator's key (like ``tests/conftest.py``'s helper)."""
+    extra.setdefault("backoff_factor", 0.01)
+    extra.setdefault("backoff_max", 0.05)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "openai_batch", "password": "sk-emulator", "host": base_url, "extra": extra}),
+    )
+
+
 class FakeTI:
     """Just enough of a task instance: identity attributes and a recording ``xcom_push``."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -32,6 +32,14 @@ async def collect(trigger: OpenAIBatchTrigger, timeout: float = 10.0) -> list[di
         return [event.payload async for event in trigger.run()]
 
     return await asyncio.wait_for(drain(), timeout)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 def rebuild(trigger: OpenAIBatchTrigger) -> OpenAIBatchTrigger:
@@ -187,8 +195,7 @@ async def test_transient_errors_are_reset_by_a_successful_poll(openai_conn: Emul
     for after in (0, 3, 6):
         openai_conn.faults.add(GET_BATCH, "status", status=503, times=2, after=after)
     task = asyncio.create_task(collect(make_trigger(batch.id, max_retries=0, max_consecutive_errors=2)))
-    while openai_conn.counters[GET_BATCH] < 10:
-        await asyncio.sleep(0.02)
+    await until(lambda: openai_conn.counters[GET_BATCH] >= 10)
     openai_conn.store.cancel_batch(batch.id)
     events = await task
     assert [e["status"] for e in events] == [EVENT_TERMINAL]
@@ -245,8 +252,7 @@ async def test_polls_reuse_one_connection(openai_conn: EmulatorServer) -> None:
     batch = new_batch(4, metadata={"emulator": "hold"})
     openai_conn.reset_counters()
     task = asyncio.create_task(collect(make_trigger(batch.id, poll_interval=0.005)))
-    while openai_conn.counters[GET_BATCH] < 20:
-        await asyncio.sleep(0.01)
+    await until(lambda: openai_conn.counters[GET_BATCH] >= 20)
     openai_conn.store.cancel_batch(batch.id)
     await task
     counters = openai_conn.counters
