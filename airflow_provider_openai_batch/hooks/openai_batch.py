@@ -26,7 +26,14 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.exceptions import ConflictError, OpenAIBatchAPIError
+from airflow_provider_openai_batch.exceptions import (
+    APITimeoutError,
+    ConflictError,
+    InvalidResponseError,
+    OpenAIBatchAPIError,
+    ServerError,
+    redact,
+)
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_openai_batch.hooks._multipart import MultipartFileBody
 from airflow_provider_openai_batch.hooks._transport import (
@@ -422,6 +429,20 @@ class OpenAIBatchHook(BaseHook):
                 if existing is not None:
                     log.warning("%s; the %s was created anyway, reusing it", exc, what)
                     return existing
+                if find_existing is not None and _may_still_be_working(exc):
+                    # The server had the request but did not answer in time: it may still be creating the
+                    # object. Sending again now would race it into a duplicate, so only look, for as long
+                    # as the answer itself was allowed to take, and never send again.
+                    existing = self._await_late_object(find_existing, what)
+                    if existing is not None:
+                        log.warning("%s; the %s was created late, reusing it", exc, what)
+                        return existing
+                    exc.message += (
+                        f" (the server may still create the {what}; not sent again, to avoid a duplicate:"
+                        " a retry of the task looks for it before creating another)"
+                    )
+                    exc.args = (exc._render(),)
+                    raise
                 delay = state.delay_after_failure("read") if find_existing is not None else None
                 if delay is None:
                     exc.message += f" (the {what} may have been created; not sent again, to avoid a duplicate)"
@@ -429,6 +450,25 @@ class OpenAIBatchHook(BaseHook):
                     raise
                 log.warning("%s; no %s was created, sending again in %.1fs", exc, what, delay)
                 time.sleep(delay)
+
+    def _await_late_object(self, find_existing: Callable[[], T | None], what: str) -> T | None:
+        """Look for an object whose create timed out, for up to one read timeout; ``None`` if it never shows."""
+        grace = self.settings.read_timeout
+        deadline = time.monotonic() + grace
+        step = min(1.0, max(0.05, grace / 10))
+        log.warning(
+            "The create of a %s timed out; looking for it for up to %.1fs instead of sending again", what, grace
+        )
+        while time.monotonic() < deadline:
+            time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+            try:
+                existing = find_existing()
+            except OpenAIBatchAPIError as exc:
+                log.warning("Looking for the %s failed: %s", what, exc)
+                continue
+            if existing is not None:
+                return existing
+        return None
 
     def retrieve_batch(self, batch_id: str) -> Batch:
         """The batch as it is now."""
@@ -587,6 +627,18 @@ class OpenAIBatchHook(BaseHook):
             "GET", f"/files/{_check_id('file_id', file_id)}/content", stream=True, accept="application/binary"
         )
         response = self._send(request)
+        if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/html":
+            # File content is JSONL or binary, never a web page: this is a proxy's or gateway's error page
+            # answered with 200. Saving it as the file would hand the next task garbage.
+            snippet = redact(_bounded_body(response)[:200].decode("utf-8", errors="replace"), (self.settings.api_key,))
+            raise InvalidResponseError(
+                f"expected the content of {file_id}, got an HTML page (a proxy or gateway error page?) "
+                f"starting {snippet!r}",
+                status_code=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+                method=request.method,
+                path=request.path,
+            )
         try:
             yield response
         finally:
@@ -616,9 +668,11 @@ class OpenAIBatchHook(BaseHook):
                     destination.seek(start)
                     destination.truncate()
                     raise
-            except requests.RequestException as exc:
+            except (requests.RequestException, InvalidResponseError) as exc:
                 delay = state.delay_after_failure("read")
                 if delay is None:
+                    if isinstance(exc, InvalidResponseError):
+                        raise
                     raise transport_error(request, "read", exc, state.attempts) from None
                 log.warning("Download of %s broke off (%s); restarting in %.1fs", file_id, type(exc).__name__, delay)
                 time.sleep(delay)
@@ -719,6 +773,13 @@ def _bounded_body(response: requests.Response) -> bytes:
         return b""
     finally:
         response.close()
+
+
+def _may_still_be_working(error: OpenAIBatchAPIError) -> bool:
+    """Whether a failed create may still be in progress on the server (it timed out rather than failed)."""
+    if isinstance(error, APITimeoutError):
+        return True
+    return isinstance(error, ServerError) and error.status_code in (408, 504)
 
 
 def _requests_failure_kind(exc: BaseException) -> TransportFailure:
