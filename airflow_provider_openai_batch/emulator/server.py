@@ -759,6 +759,40 @@ class EmulatorServer:
         with self.store.lock:
             self.store.phase_seconds = float(seconds)
 
+    def seed_batches(
+        self,
+        n: int,
+        *,
+        endpoint: str = "/v1/chat/completions",
+        model: str = "gpt-4o-mini",
+        metadata: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Test/dev aid: create ``n`` batches straight in the store, without HTTP; return their ids, oldest first.
+
+        For scale tests (paging through 10,000 batches, hundreds of waiting triggers) where creating them
+        through the API one by one would dominate the run time. All share one single-request input file
+        and run the normal lifecycle. They are not counted in ``counters["batches_created"]``, which keeps
+        counting creates made through the API.
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        line = {
+            "custom_id": "seed-0",
+            "method": "POST",
+            "url": endpoint,
+            "body": {"model": model, "messages": [{"role": "user", "content": "seeded"}]},
+        }
+        tmp = self.store.new_tmp_path()
+        tmp.write_bytes((json.dumps(line) + "\n").encode("utf-8"))
+        size = tmp.stat().st_size
+        with self.store.lock:
+            source = self.store.add_file(tmp, filename="seed.jsonl", purpose="batch", size=size, expires_seconds=None)
+            self.store.files_uploaded -= 1  # not an upload through the API either
+            body: dict[str, Any] = {"input_file_id": source.id, "endpoint": endpoint, "completion_window": "24h"}
+            if metadata:
+                body["metadata"] = dict(metadata)
+            return [self.store.create_batch(body, counted=False)["id"] for _ in range(n)]
+
     def expire_batch(self, batch_id: str) -> JSON:
         """Expire a non-terminal batch now (finished requests kept, the rest ``batch_expired``)."""
         return self.store.expire_batch(batch_id)

@@ -292,7 +292,7 @@ class Store:
         return file_id
 
     # ------------------------------------------------------------------ batches
-    def create_batch(self, body: Any) -> JSON:
+    def create_batch(self, body: Any, *, counted: bool = True) -> JSON:
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         allowed = {"input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after"}
@@ -370,7 +370,8 @@ class Store:
                 stamps=dict.fromkeys(_STAMP_KEYS),
             )
             self._batches[batch_id] = batch
-            self.batches_created += 1
+            if counted:
+                self.batches_created += 1
             return self._batch_json(batch, now)
 
     def _get(self, batch_id: str, now: float) -> BatchRecord:
