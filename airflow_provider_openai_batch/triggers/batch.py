@@ -90,13 +90,14 @@ class OpenAIBatchTrigger(BaseTrigger):
             self.log.debug("Preparing the HTTP client off the event loop failed: %s", exc)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The task checked the batch just before deferring, so nothing here is urgent. Waiting a random part
+        # of one interval first spreads the set-up and the polls of triggers that start together (a
+        # triggerer restart starts all of them in one loop iteration).
+        await asyncio.sleep(random.uniform(0, self.poll_interval))
         hook = self._hook()
         budget = PollErrorBudget(self.max_consecutive_errors)
         try:
             await self._ready_hook(hook)
-            # The task checked the batch just before deferring, so the first poll need not be immediate; a
-            # random part of an interval spreads triggers that start together (a triggerer restart starts all).
-            await asyncio.sleep(random.uniform(0, self.poll_interval))
             last_progress = ""
             while True:
                 try:
