@@ -5,7 +5,8 @@
 the output is downloaded and ``BatchResult.embedding`` decodes each vector (base64 ones too). The last
 task returns each text's vector length and the first values.
 
-Environment variables: see ``example_dags/__init__.py`` (``OPENAI_BATCH_POLL_INTERVAL``, default 60 s;
+Trigger with ``{"batch_metadata": {...}}`` to tag the batch. Environment variables: see
+``example_dags/__init__.py`` (``OPENAI_BATCH_POLL_INTERVAL``, default 60 s;
 ``OPENAI_BATCH_EXAMPLES_EMBEDDING_MODEL``, default ``text-embedding-3-small``).
 """
 
@@ -18,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from airflow_provider_openai_batch.batch_input import (
     EMBEDDINGS,
@@ -46,6 +47,9 @@ DOCUMENTS = {
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["openai", "batch", "example", "embeddings"],
+    params={
+        "batch_metadata": Param({}, type="object", description="Extra metadata for the batch (string values)."),
+    },
     doc_md=__doc__,
 )
 def openai_batch_embeddings() -> None:
@@ -55,7 +59,11 @@ def openai_batch_embeddings() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "input.jsonl"
         write_batch_input(build_embedding_requests(DOCUMENTS, model=MODEL), path, endpoint=EMBEDDINGS)
-        return {"input_file": str(path), "run_dir": str(run_dir)}
+        return {
+            "input_file": str(path),
+            "run_dir": str(run_dir),
+            "metadata": dict(context["params"]["batch_metadata"]),
+        }
 
     prepared = write_input()
 
@@ -63,6 +71,7 @@ def openai_batch_embeddings() -> None:
         task_id="create_and_wait",
         endpoint=EMBEDDINGS,
         input_file=prepared["input_file"],
+        metadata=prepared["metadata"],
         wait_for_completion=True,
         deferrable=True,
         poll_interval=POLL_INTERVAL,

@@ -1,12 +1,14 @@
 """Dynamic task mapping: several input files, one batch each, results gathered at the end.
 
-A ``@task`` splits the prompts into shards and writes one JSONL file per shard; create, sensor and
-download are then ``.partial(...).expand(...)``-ed over the files / batch ids, so each shard is its own
-batch (useful beyond 50,000 requests or 200 MB per batch). Each mapped create has its own idempotency
+A ``@task`` splits the prompts into shards and writes one JSONL file per shard; create is
+``.partial(...).expand_kwargs(...)``-ed over ``{"input_file", "metadata"}`` dicts, then sensor and download
+are ``.expand(batch_id=create.output)``-ed, so each shard is its own batch (useful beyond 50,000
+requests or 200 MB per batch). Each mapped create has its own idempotency
 key (the map index is part of it). A final ``@task`` reads every downloaded file and checks that
 every prompt got exactly one result.
 
-Environment variables: see ``example_dags/__init__.py`` (``OPENAI_BATCH_POLL_INTERVAL``, default 60 s).
+Trigger with ``{"batch_metadata": {...}}`` to tag every batch. Environment variables: see
+``example_dags/__init__.py`` (``OPENAI_BATCH_POLL_INTERVAL``, default 60 s).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
 
 from airflow_provider_openai_batch.batch_input import (
     CHAT_COMPLETIONS,
@@ -44,23 +46,27 @@ SHARD_SIZE = 3
     start_date=datetime(2025, 1, 1),
     catchup=False,
     tags=["openai", "batch", "example"],
+    params={
+        "batch_metadata": Param({}, type="object", description="Extra metadata for every batch (string values)."),
+    },
     doc_md=__doc__,
 )
 def openai_batch_mapped() -> None:
     @task
-    def write_shards(**context: Any) -> list[str]:
-        """One input file per shard of ``SHARD_SIZE`` prompts; returns their paths."""
+    def write_shards(**context: Any) -> list[dict[str, Any]]:
+        """One input file per shard of ``SHARD_SIZE`` prompts; returns create's kwargs for each."""
         run_dir = Path(DATA_DIR) / context["dag"].dag_id / re.sub(r"[^A-Za-z0-9_.-]", "_", context["run_id"])
         run_dir.mkdir(parents=True, exist_ok=True)
         items = sorted(PROMPTS.items())
-        paths = []
+        metadata = dict(context["params"]["batch_metadata"])
+        shards = []
         for shard, start in enumerate(range(0, len(items), SHARD_SIZE)):
             path = run_dir / f"input_{shard}.jsonl"
             write_batch_input(
                 build_chat_requests(items[start : start + SHARD_SIZE], model=MODEL), path, endpoint=CHAT_COMPLETIONS
             )
-            paths.append(str(path))
-        return paths
+            shards.append({"input_file": str(path), "metadata": {**metadata, "shard": str(shard)}})
+        return shards
 
     @task
     def results_dir(**context: Any) -> str:
@@ -68,8 +74,8 @@ def openai_batch_mapped() -> None:
         (run_dir / "results").mkdir(parents=True, exist_ok=True)
         return str(run_dir / "results")
 
-    create = OpenAIBatchCreateOperator.partial(task_id="create_batch", endpoint=CHAT_COMPLETIONS).expand(
-        input_file=write_shards()
+    create = OpenAIBatchCreateOperator.partial(task_id="create_batch", endpoint=CHAT_COMPLETIONS).expand_kwargs(
+        write_shards()
     )
     wait = OpenAIBatchSensor.partial(task_id="wait_for_batch", deferrable=True, poke_interval=POLL_INTERVAL).expand(
         batch_id=create.output
