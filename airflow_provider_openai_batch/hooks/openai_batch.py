@@ -275,6 +275,9 @@ class OpenAIBatchHook(BaseHook):
                     data=body,
                     headers=headers,
                     timeout=(settings.connect_timeout, settings.read_timeout),
+                    # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's
+                    # verify=False (psf/requests#3829), which would ignore an explicit verify_ssl=false.
+                    verify=settings.verify_ssl,
                     stream=request.stream,
                     allow_redirects=False,
                 )
