@@ -121,6 +121,7 @@ async def test_rebuilt_trigger_resumes_polling_the_same_batch(openai_conn: Emula
 async def test_one_json_event_for_every_terminal_status(
     openai_conn: EmulatorServer, seen_statuses: list[str], status: str
 ) -> None:
+    openai_conn.set_phase_seconds(0.25)  # long enough that the first poll surely sees the batch running
     if status == "cancelled":
         batch = new_batch(4, metadata={"emulator": "hold"})
     elif status == "failed":
@@ -132,7 +133,7 @@ async def test_one_json_event_for_every_terminal_status(
     task = asyncio.create_task(collect(make_trigger(batch.id)))
     if status == "cancelled":
         await asyncio.to_thread(wait_for_status, openai_conn, batch.id, "in_progress")
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(0.3)
         openai_conn.store.cancel_batch(batch.id)
 
     events = await task
