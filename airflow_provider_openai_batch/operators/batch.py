@@ -97,7 +97,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         ``ObjectStoragePath`` of a JSONL file (templated). It is validated (every line, with line numbers in
         the error) before anything is uploaded, then streamed up.
     :param completion_window: ``24h`` on OpenAI (templated); not checked here since gateways differ.
-    :param metadata: up to 14 string pairs of your own (2 are used for the idempotency tag) (templated).
+    :param metadata: up to 15 string pairs of your own (the 16th is the idempotency tag) (templated).
     :param output_expires_after: seconds after which output files expire (templated).
     :param conn_id: Airflow connection id.
     :param wait_for_completion: wait until the batch is terminal, then judge it like the sensor.
