@@ -75,20 +75,6 @@ class OpenAIBatchTrigger(BaseTrigger):
 
         return OpenAIBatchHook(self.conn_id, max_retries=self.max_retries)
 
-    async def _ready_hook(self, hook: Any) -> None:
-        """Look the connection up (on the loop, asynchronously) and build the HTTP client off the loop.
-
-        ``httpx.AsyncClient()`` builds an SSL context and loads the CA bundle into it: 20-150 ms of CPU
-        per client, which would stall every other trigger in the triggerer (200 triggers starting at once
-        stalled the loop for 0.67 s). Built in a worker thread, it costs the loop nothing; the hook then
-        finds its client ready. A failure here is left for the first poll to raise and report.
-        """
-        try:
-            await hook.aget_settings()
-            await asyncio.to_thread(asyncio.run, hook._aclient())
-        except Exception as exc:
-            self.log.debug("Preparing the HTTP client off the event loop failed: %s", exc)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # The task checked the batch just before deferring, so nothing here is urgent. Waiting a random part
         # of one interval first spreads the set-up and the polls of triggers that start together (a
@@ -97,7 +83,6 @@ class OpenAIBatchTrigger(BaseTrigger):
         hook = self._hook()
         budget = PollErrorBudget(self.max_consecutive_errors)
         try:
-            await self._ready_hook(hook)
             last_progress = ""
             while True:
                 try:
