@@ -109,7 +109,9 @@ async def consume(trigger: Any, run: Run) -> None:
     run.done += 1
 
 
-async def main_async(triggers: list[Any], run: Run, *, with_ticker: bool = True) -> None:
+async def main_async(triggers: list[Any], run: Run, *, with_ticker: bool = True, warmup: Any = None) -> None:
+    if warmup is not None:  # one trigger run to the end first: the process-wide lazy set-up is then done
+        await consume(warmup, Run(1, ""))
     stop = asyncio.Event()
     tick = asyncio.create_task(ticker(run, stop) if with_ticker else stop.wait())
     await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
@@ -127,12 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--poll-interval", type=float, required=True)
     parser.add_argument("--deadline", type=float, required=True, help="seconds after which the run is cut short")
+    parser.add_argument("--warmup", action="store_true", help="run one warm-up trigger first (not measured)")
     parser.add_argument("--no-ticker", action="store_true", help="no lag ticker (for CPU per poll)")
     parser.add_argument("--out", required=True, help="where the JSON result is written")
     parser.add_argument("--profile", help="write cProfile stats of the run to this file (diagnosis only)")
     args = parser.parse_args(argv)
     raise_fd_limit()
     triggers = make_triggers(args.impl, args.n, args.poll_interval)
+    warmup = None
+    if args.warmup:
+        warmup = make_triggers(args.impl, 1, args.poll_interval)[0]
+        warmup.batch_id = "warmup_0"
     run = Run(args.n, args.out)
 
     def watchdog() -> None:
@@ -146,10 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         import cProfile
 
         with cProfile.Profile() as profile:
-            asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker))
+            asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker, warmup=warmup))
         profile.dump_stats(args.profile)
     else:
-        asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker))
+        asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker, warmup=warmup))
     run.emit(timed_out=False)
 
 

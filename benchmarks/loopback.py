@@ -12,7 +12,8 @@ Behaviour, set with ``POST /_bench/reset?latency=S&complete_after=S&complete_aft
 - ``GET /_bench/stats`` answers the counters since the last reset: TCP connections accepted, polls,
   and the arrival time (server monotonic clock, relative to the reset) of every poll.
 
-Control requests are not counted. Run: ``python -m benchmarks.loopback --port 0``; the first stdout line
+Control requests and polls of batch ids starting with ``warmup`` (which complete at once) are not
+counted. Run: ``python -m benchmarks.loopback --port 0``; the first stdout line
 is ``loopback listening on http://127.0.0.1:PORT/v1``.
 """
 
@@ -130,6 +131,11 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 else:
                     payload = STATE.stats()
                 writer.write(_response(200, payload))
+            elif method == "GET" and path.startswith("/v1/batches/warmup"):
+                # Warm-up polls (process-wide lazy imports and set-up) complete at once and are not counted.
+                batch = STATE.batch(path.rsplit("/", 1)[1])
+                batch["status"] = "completed"
+                writer.write(_response(200, batch))
             elif method == "GET" and path.startswith("/v1/batches/"):
                 if not counted:
                     counted = True
