@@ -44,6 +44,15 @@ def default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
+def airflow_exceptions() -> tuple[type[Exception], type[Exception]]:
+    """``(AirflowException, AirflowFailException)`` from the Task SDK, or from ``airflow.exceptions`` on 3.1."""
+    try:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    except ImportError:  # Airflow 3.1's Task SDK has no AirflowFailException yet
+        from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[assignment,no-redef,attr-defined]
+    return AirflowException, AirflowFailException
+
+
 def as_seconds(value: timedelta | float | None) -> float | None:
     if value is None:
         return None
@@ -99,7 +108,7 @@ class BatchWaitMixin:
         return self._poll_until_terminal(batch.id)
 
     def _poll_until_terminal(self, batch_id: str) -> Batch:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+        AirflowException, AirflowFailException = airflow_exceptions()
 
         timeout = self._wait_timeout()
         deadline = time.monotonic() + timeout if timeout is not None else None
@@ -128,7 +137,7 @@ class BatchWaitMixin:
 
     def batch_from_event(self, event: dict[str, Any] | None) -> Batch:
         """The batch carried by a trigger event; an error event fails the task with its explanation."""
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
+        AirflowException, AirflowFailException = airflow_exceptions()
 
         from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 
@@ -157,7 +166,7 @@ class BatchWaitMixin:
         A failed, expired or cancelled batch cannot heal by running the same task again, so it raises
         ``AirflowFailException``.
         """
-        from airflow.sdk.exceptions import AirflowFailException
+        _, AirflowFailException = airflow_exceptions()
 
         outcome = judge_batch(batch, allow_partial=self.allow_partial, max_failed_requests=self.max_failed_requests)
         self.push_batch_xcoms(context, batch)

@@ -18,6 +18,7 @@ from airflow_provider_openai_batch.waiting import (
     XCOM_BATCH_ID,
     XCOM_OUTPUT_FILE_ID,
     BatchWaitMixin,
+    airflow_exceptions,
     as_seconds,
     default_deferrable,
 )
@@ -387,7 +388,7 @@ class OpenAIBatchDownloadOperator(BaseOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        _, AirflowFailException = airflow_exceptions()
 
         from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 

@@ -11,7 +11,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, describe_progress
-from airflow_provider_openai_batch.waiting import XCOM_BATCH_ID, BatchWaitMixin, as_seconds, default_deferrable
+from airflow_provider_openai_batch.waiting import (
+    XCOM_BATCH_ID,
+    BatchWaitMixin,
+    airflow_exceptions,
+    as_seconds,
+    default_deferrable,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -96,7 +102,7 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
             # One 503 must not end a day-long wait; a permanent error (401, 404) must end it at once, and
             # without retry, as in deferrable mode (a retry would only meet the same 404).
             if not self._poke_errors.tolerates(exc):
-                from airflow.sdk.exceptions import AirflowException, AirflowFailException
+                AirflowException, AirflowFailException = airflow_exceptions()
 
                 gave_up = self._poke_errors.consecutive > self.max_consecutive_errors
                 raise (AirflowException if gave_up else AirflowFailException)(
