@@ -212,7 +212,12 @@ def test_fault_matrix(emu: EmulatorServer, tmp_path: Any, fault: Fault, call: st
 
     REGISTRY.cell(fault.name, call, f"{transient_outcome}/{persistent_outcome}")
 
-    assert transient_outcome == "ok", f"{fault.name} once on {call}: {transient_outcome} {transient.error!r}"
+    allowed = {"ok"}
+    if fault.kind == "latency" and call in ("create", "upload"):
+        # A create that timed out is looked for, never sent again: if the slow server has not finished it
+        # within the grace period (a loaded host), a typed timeout is the right answer, and still no duplicate.
+        allowed.add("APITimeout")
+    assert transient_outcome in allowed, f"{fault.name} once on {call}: {transient_outcome} {transient.error!r}"
     assert not persistent.hung, f"{fault.name} on every {call} request: no answer within {CALL_BOUND}s"
     assert not persistent_outcome.startswith(("UNTYPED", "WRONG")), (
         f"{fault.name} on every {call} request: {persistent_outcome} {persistent.error!r}"
