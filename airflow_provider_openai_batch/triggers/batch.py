@@ -134,7 +134,6 @@ class OpenAIBatchTrigger(BaseTrigger):
             return
         hook = self._hook()
         try:
-            await self._ready_hook(hook)
             batch = await hook.acancel_batch(self.batch_id)
             self.log.info("Task was killed: cancel requested for batch %s, now %s", self.batch_id, batch.status.value)
         except Exception as exc:
