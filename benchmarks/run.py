@@ -548,7 +548,8 @@ NOTES = {
         "N/poll_interval before any loop lag (at N=100 the measured rate sits at that ceiling: the loop is not "
         "the limit). Fix: "
         "schedule polls on a fixed grid (`next += poll_interval`; `await asyncio.sleep(max(0, next - "
-        "loop.time()))`), skipping a slot when a poll overran; at N=1,000 the CPU limit above applies too."
+        "loop.time()))`), skipping a slot when a poll overran; at N=1,000 the CPU limit in the loop-lag note "
+        "applies too."
     ),
     "keepalive": (
         "Every poll at a 6 s interval opens a new TCP connection (and, against api.openai.com, a new TLS "
