@@ -134,6 +134,8 @@ class OpenAIBatchHook(BaseHook):
         too: API key in Password, base URL in Host.
     :param timeout: read timeout in seconds, overriding the connection's ``timeout`` extra.
     :param max_retries: retries of a transient failure per call, overriding the connection's extra.
+    :param keepalive_expiry: seconds the async client keeps an idle connection open (httpx's default is 5 s);
+        a trigger sets it above its poll interval so that polls reuse one connection.
     """
 
     conn_name_attr = "conn_id"
@@ -147,12 +149,14 @@ class OpenAIBatchHook(BaseHook):
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
+        keepalive_expiry: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self._timeout = timeout
         self._max_retries = max_retries
+        self._keepalive_expiry = keepalive_expiry
         self._async_settings: ConnectionSettings | None = None
         self._async_client: httpx.AsyncClient | None = None
 
@@ -235,7 +239,11 @@ class OpenAIBatchHook(BaseHook):
             self._async_client = httpx.AsyncClient(
                 timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
                 verify=tls,
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+                limits=httpx.Limits(
+                    max_connections=4,
+                    max_keepalive_connections=2,
+                    keepalive_expiry=self._keepalive_expiry if self._keepalive_expiry is not None else 5.0,
+                ),
                 follow_redirects=False,
             )
         return self._async_client, settings

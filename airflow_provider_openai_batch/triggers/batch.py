@@ -73,7 +73,11 @@ class OpenAIBatchTrigger(BaseTrigger):
     def _hook(self) -> Any:
         from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
-        return OpenAIBatchHook(self.conn_id, max_retries=self.max_retries)
+        # Keep the idle connection past the next poll: httpx would close it after 5 s, so every poll at the
+        # default 60 s interval would open a new TCP connection (and TLS handshake).
+        return OpenAIBatchHook(
+            self.conn_id, max_retries=self.max_retries, keepalive_expiry=self.poll_interval * 1.1 + 30
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # The task checked the batch just before deferring, so nothing here is urgent. Waiting a random part
@@ -82,9 +86,11 @@ class OpenAIBatchTrigger(BaseTrigger):
         await asyncio.sleep(random.uniform(0, self.poll_interval))
         hook = self._hook()
         budget = PollErrorBudget(self.max_consecutive_errors)
+        loop = asyncio.get_running_loop()
         try:
             last_progress = ""
             while True:
+                poll_started = loop.time()
                 try:
                     batch = await hook.aretrieve_batch(self.batch_id)
                 except Exception as exc:  # every failure ends in an event the task can explain
@@ -96,7 +102,7 @@ class OpenAIBatchTrigger(BaseTrigger):
                             self.max_consecutive_errors,
                             exc,
                         )
-                        await asyncio.sleep(self._next_wait())
+                        await asyncio.sleep(self._until_next_poll(poll_started, loop.time()))
                         continue
                     yield self._error_event(exc, retryable=budget.consecutive > self.max_consecutive_errors)
                     return
@@ -108,13 +114,15 @@ class OpenAIBatchTrigger(BaseTrigger):
                 if batch.status.is_terminal:
                     yield TriggerEvent({"status": EVENT_TERMINAL, "batch_id": self.batch_id, "batch": batch.to_dict()})  # type: ignore[no-untyped-call]
                     return
-                await asyncio.sleep(self._next_wait())
+                await asyncio.sleep(self._until_next_poll(poll_started, loop.time()))
         finally:
             await hook.aclose()
 
-    def _next_wait(self) -> float:
-        """The poll interval, +-10 %: triggers that poll in lockstep wake together and stall the loop together."""
-        return self.poll_interval * random.uniform(0.9, 1.1)
+    def _until_next_poll(self, poll_started: float, now: float) -> float:
+        """Seconds to the next poll: one interval after the last one *started*, so a slow server does not
+        stretch the cadence, +-10 % so that triggers started together do not poll (and stall the loop) together.
+        A poll that overran its slot is followed at once, without catching up on the slots it missed."""
+        return max(0.0, poll_started + self.poll_interval * random.uniform(0.9, 1.1) - now)
 
     def _error_event(self, exc: Exception, *, retryable: bool) -> TriggerEvent:
         gave_up = " after too many consecutive transient failures" if retryable else ""

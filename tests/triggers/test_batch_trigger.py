@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -320,3 +321,35 @@ async def test_cancelled_run_is_not_swallowed(openai_conn: EmulatorServer) -> No
     with pytest.raises(asyncio.CancelledError):
         await task
     assert events == []
+
+
+async def test_polls_keep_their_cadence_through_a_slow_server(openai_conn: EmulatorServer) -> None:
+    """Each poll starts one interval after the previous one started: a 0.3 s server does not stretch 0.5 s to 0.8 s."""
+    batch_id = new_batch(metadata={"emulator": "hold"}).id
+    openai_conn.faults.add(GET_BATCH, "latency", latency=0.3, times=None)
+    starts: list[float] = []
+    original = OpenAIBatchHook.aretrieve_batch
+
+    async def timed(self: OpenAIBatchHook, batch_id: str) -> Batch:
+        starts.append(asyncio.get_running_loop().time())
+        return await original(self, batch_id)
+
+    trigger = make_trigger(batch_id, poll_interval=0.5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OpenAIBatchHook, "aretrieve_batch", timed)
+        task = asyncio.ensure_future(collect(trigger, timeout=30))
+        await until(lambda: len(starts) >= 6, timeout=20)
+        task.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert 0.44 <= sum(gaps) / len(gaps) <= 0.56, gaps
+
+
+async def test_trigger_keeps_its_connection_alive_past_the_poll_interval(openai_conn: EmulatorServer) -> None:
+    """httpx closes idle connections after 5 s by default; a trigger polling every 60 s must not reconnect each time."""
+    hook = make_trigger("batch_x", poll_interval=60)._hook()
+    client, _ = await hook._aclient()
+    try:
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry > 60 * 1.1
+    finally:
+        await hook.aclose()
