@@ -35,6 +35,14 @@ def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
 
 
 def _run_and_record(result: str, fn: Callable[[], Any]) -> None:
+    # A forked child inherits asgiref's one-thread executor (used by Airflow's async connection lookup) but not
+    # its thread: if this test process has used it, the child's lookups would queue forever. A triggerer is a
+    # process of its own, so give the child a fresh executor as it would have.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import SyncToAsync
+
+    SyncToAsync.single_thread_executor = ThreadPoolExecutor(max_workers=1)
     value = fn()
     Path(result).write_text(json.dumps(value))
     os._exit(0)
