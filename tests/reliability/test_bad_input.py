@@ -263,14 +263,15 @@ CASES = [
 def test_bad_input_fails_before_any_request(
     case: Case, conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if case.min_airflow > AIRFLOW_VERSION:
-        pytest.skip(f"Airflow {airflow.__version__} rejects this connection itself outside a task")
+    # Older Airflow rejects some connections itself, before the provider sees them, and outside a task its
+    # error is not ours to word: there, check only that the call fails and sends nothing.
+    ours_to_word = case.min_airflow <= AIRFLOW_VERSION
     before = conn.counters
     REGISTRY.bad_input(f"{case.entry}: {case.name}")
-    with pytest.raises(case.error) as info:
+    with pytest.raises(case.error if ours_to_word else Exception) as info:
         case.run(tmp_path, monkeypatch, conn)
     text = str(info.value)
-    for fragment in case.says:
+    for fragment in case.says if ours_to_word else ():
         assert fragment in text, f"{case.name}: {fragment!r} not in {text!r}"
     after = conn.counters
     assert after.requests == before.requests, f"{case.name}: {after.requests - before.requests} request(s) were sent"
