@@ -337,6 +337,11 @@ class OpenAIBatchHook(BaseHook):
             except httpx.TransportError as exc:
                 await asyncio.sleep(state.after_failure(_httpx_failure_kind(exc), exc))
                 continue
+            # The body is read and the stream closed. httpx keeps the response and its stream in a reference
+            # cycle (~40 objects a request) that only the cyclic collector frees; with hundreds of triggers the
+            # cycles outlive young collections and each full collection of the triggerer's heap stalls the loop
+            # for 100+ ms. Unlinking the spent stream lets reference counting free the request at once.
+            response.stream = httpx.ByteStream(b"")
             if response.status_code >= 400:
                 await asyncio.sleep(
                     state.after_status(response.status_code, response.headers, response.content[:MAX_ERROR_BODY])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -260,3 +261,27 @@ async def test_async_settings_are_looked_up_once(server: LocalServer, ahook: Ope
     assert await ahook.aget_settings() is first
     assert first.base_url == server.url
     assert first.organization == "org-a"
+
+
+async def test_polls_leave_no_cyclic_garbage(server: LocalServer, ahook: OpenAIBatchHook) -> None:
+    """A poll's objects are freed by reference counting, not left for the cyclic collector.
+
+    httpx links each response and its stream in a cycle; left alone, hundreds of triggers feed full garbage
+    collections that stall the triggerer's loop. Only the client's own objects are counted here.
+    """
+    server.route("GET", "/batches/batch_1", answers(*[(200, batch_payload("batch_1"), {})] * 25))
+    for _ in range(5):
+        await ahook.aretrieve_batch("batch_1")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.disable()
+    try:
+        for _ in range(20):
+            await ahook.aretrieve_batch("batch_1")
+        gc.collect()
+        cyclic = [o for o in gc.garbage if type(o).__module__.split(".")[0] in ("httpx", "httpcore", "anyio")]
+    finally:
+        gc.set_debug(0)
+        gc.enable()
+        gc.garbage.clear()
+    assert cyclic == [], f"{len(cyclic)} objects of 20 polls needed the cyclic collector"
