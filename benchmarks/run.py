@@ -127,6 +127,9 @@ def _window_rate(poll_times: list[float], start: float, end: float) -> float:
     return sum(1 for t in poll_times if first + start <= t < first + end) / (end - start)
 
 
+#: Intervals from a paced run's first poll to its batches' completion (keeps ``make bench`` under 15 min).
+PACED_INTERVALS = 2.5
+
 #: Poll interval of the connection-reuse run: just over httpx's default keep-alive expiry of 5 s.
 KEEPALIVE_INTERVAL = 6
 #: Polls per trigger in that run.
@@ -152,10 +155,10 @@ def bench_loop(args: argparse.Namespace, workdir: Path) -> dict[tuple[str, Any],
     with Server(["-m", "benchmarks.loopback", "--port", "0"], banner="loopback listening") as server:
         env = worker_env(connection_env(server.base_url))
         for n, interval, frozen in loop_configs(args):
-            # At the realistic interval a run covers fewer polls per trigger (3.5 intervals), to stay short.
+            # At the realistic interval a run covers fewer polls per trigger (2.5 intervals), to stay short.
             paced = interval != args.poll_interval
-            complete_after = 3.5 * interval if paced else args.complete_after
-            deadline = 6 * interval if paced else args.deadline
+            complete_after = PACED_INTERVALS * interval if paced else args.complete_after
+            deadline = (PACED_INTERVALS + 1.5) * interval if paced else args.deadline
             for impl in IMPLS:
                 runs = []
                 # The official trigger never finishes a run (it is cut off at the deadline): one run tells.
@@ -634,8 +637,8 @@ def report(rows: Sequence[Row], args: argparse.Namespace, info: dict[str, str], 
     params = (
         f"latency {args.latency * 1000:.0f} ms per `GET /v1/batches/{{id}}`, poll interval {args.poll_interval:g} s "
         f"(and {args.paced_interval:g} s for the largest N), batches complete {args.complete_after:g} s after "
-        f"their first poll (3.5 intervals at {args.paced_interval:g} s), runs cut off after {args.deadline:g} s "
-        f"(6 intervals); "
+        f"their first poll ({PACED_INTERVALS:g} intervals at {args.paced_interval:g} s), runs cut off after "
+        f"{args.deadline:g} s ({PACED_INTERVALS + 1.5:g} intervals); "
         f"{args.loop_runs} runs per loop figure, {args.runs} per other figure, {args.import_runs} per import figure; "
         f"{args.file_mb} MB files"
     )
