@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from airflow.sdk.types import TaskInstanceKey
+from airflow_compat import TaskInstanceKey
 
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.operators.batch import (

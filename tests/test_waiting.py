@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook

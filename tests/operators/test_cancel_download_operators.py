@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow_compat import AirflowFailException, TaskDeferred
 from batch_testkit import FakeTI, batch_in_status, context, new_batch, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer

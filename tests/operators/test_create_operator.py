@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow_compat import AirflowFailException, TaskDeferred
 from batch_testkit import ENDPOINT, FakeTI, context, invalid_jsonl, jsonl, wait_for_status, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer

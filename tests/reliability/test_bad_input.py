@@ -16,6 +16,7 @@ from typing import Any
 
 import airflow
 import pytest
+from airflow_compat import AirflowFailException
 from reliability_kit import ENDPOINT, REGISTRY, FakeTI, chat_line, jsonl, set_conn, write
 
 from airflow_provider_openai_batch.batch_input import MAX_INPUT_BYTES, validate_batch_input
@@ -110,10 +111,6 @@ def _huge_path(tmp: Path, mp: pytest.MonkeyPatch, emu: EmulatorServer) -> None:
 
 AIRFLOW_VERSION = tuple(int(part) for part in airflow.__version__.split(".")[:2])
 
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 #: The sensor may report bad arguments as they are or as a failure without retry, naming them either way.
 SENSOR_ERRORS = (ValueError, AirflowFailException)

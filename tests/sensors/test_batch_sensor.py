@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 from batch_testkit import FakeTI, batch_in_status, context, invalid_jsonl, new_batch, set_connection, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
