@@ -407,6 +407,8 @@ class OpenAIBatchHook(BaseHook):
             request,
             Batch.from_dict,
             find_existing=(lambda: self.find_batch_by_idempotency_key(key)) if key else None,
+            # After a failed attempt the batch, if it exists, is among the newest: one page, not ten, per look.
+            find_recent=(lambda: self.find_batch_by_idempotency_key(key, max_scanned=100)) if key else None,
             what="batch",
             look_first=idempotency_key is not None,
         )
@@ -419,6 +421,7 @@ class OpenAIBatchHook(BaseHook):
         parse: Callable[[Mapping[str, Any]], T],
         *,
         find_existing: Callable[[], T | None] | None,
+        find_recent: Callable[[], T | None] | None = None,
         what: str,
         body: MultipartFileBody | None = None,
         look_first: bool = True,
@@ -427,13 +430,15 @@ class OpenAIBatchHook(BaseHook):
 
         ``find_existing`` is asked before the first attempt (when ``look_first``) and after every failure that
         may have created the object anyway; only when it finds nothing is the POST sent again, within the
-        retry budget. Without ``find_existing`` an ambiguous failure is raised, saying so.
+        retry budget. Without ``find_existing`` an ambiguous failure is raised, saying so. ``find_recent``, when
+        given, replaces it after a failure: a cheaper look at only what was created lately.
         """
         if find_existing is not None and look_first:
             existing = find_existing()
             if existing is not None:
                 log.info("Reusing the %s created earlier for this key instead of creating another", what)
                 return existing
+        find_existing = find_recent or find_existing
         state = RetryState(ApiRequest("GET", request.path), self.settings)
         while True:
             try:

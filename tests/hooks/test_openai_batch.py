@@ -688,6 +688,23 @@ class TestCreateOnce:
             ("POST", "/v1/batches"),
         ]
 
+    def test_lookups_after_a_failed_create_read_one_page_only(
+        self, hook: OpenAIBatchHook, rsps: responses.RequestsMock
+    ) -> None:
+        # A project with many batches: every page is full and says there is more.
+        def full_page(request: Any) -> tuple[int, dict[str, str], str]:
+            start = int((parse_qs(urlsplit(request.url).query).get("after") or ["b_0"])[0].split("_")[1])
+            batches = [batch_payload(f"b_{start + i + 1}") for i in range(100)]
+            return 200, {}, json.dumps(page_payload(batches, has_more=True))
+
+        rsps.add_callback(responses.GET, f"{BASE}/batches", callback=full_page)
+        rsps.post(f"{BASE}/batches", status=500, json=error_body("boom", "server_error"))
+        rsps.post(f"{BASE}/batches", json=tagged("batch_new", "key-1", "validating"))
+        assert hook.create_batch(**CREATE, idempotency_key="key-1").id == "batch_new"
+        lists = calls_to(rsps, "GET", "/batches")
+        # 10 pages before the first attempt (the key may be days old), 1 after the failure (it would be new).
+        assert len(lists) == 11
+
     def test_429_on_create_is_retried_without_lookup(self, hook: OpenAIBatchHook, rsps: responses.RequestsMock) -> None:
         rsps.post(f"{BASE}/batches", status=429, json=error_body("Rate limit", "requests"))
         rsps.post(f"{BASE}/batches", json=batch_payload("batch_new", status="validating"))
