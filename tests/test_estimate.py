@@ -1,0 +1,203 @@
+"""The pre-flight cost estimate: per-request bounds, pricing of the sums, and, against the emulator, that
+the estimate bounds the actual cost and that the actual cost matches a hand calculation to the cent."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.estimate import CostEstimate, CostEstimator, bound_request
+from airflow_provider_openai_batch.models import Batch
+from airflow_provider_openai_batch.pricing import PriceTable, batch_cost, default_price_table
+
+CHAT, RESPONSES, EMBEDDINGS = "/v1/chat/completions", "/v1/responses", "/v1/embeddings"
+
+
+def line(custom_id: str, url: str, body: dict[str, Any]) -> bytes:
+    return (json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body}) + "\n").encode()
+
+
+def estimate_of(data: bytes, endpoint: str, table: PriceTable | None = None) -> CostEstimate:
+    estimator = CostEstimator()
+    model = None
+    for raw in data.splitlines(keepends=True):
+        body = json.loads(raw)["body"]
+        model = body["model"]
+        estimator.add(endpoint, body, len(raw))
+    return estimator.result(model, endpoint, table)
+
+
+# -- per-request bounds -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "output", "choices"),
+    [
+        (CHAT, {"model": "m", "messages": [], "max_completion_tokens": 50, "max_tokens": 999}, 50, 1),
+        (CHAT, {"model": "m", "messages": [], "max_tokens": 70, "n": 3}, 70, 3),
+        (CHAT, {"model": "m", "messages": []}, None, 1),
+        (CHAT, {"model": "m", "messages": [], "max_tokens": 0}, None, 1),  # not a limit: the API rejects it
+        (RESPONSES, {"model": "m", "input": "hi", "max_output_tokens": 40}, 40, 1),
+        (RESPONSES, {"model": "m", "input": "hi", "max_tokens": 40}, None, 1),  # not a responses field
+        ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 16, "n": 2, "best_of": 5}, 16, 5),
+        (EMBEDDINGS, {"model": "m", "input": ["a", "b"]}, 0, 1),
+    ],
+)
+def test_output_bound_comes_from_the_request_limit(
+    endpoint: str, body: dict[str, Any], output: int | None, choices: int
+) -> None:
+    bound = bound_request(endpoint, body, 123)
+    assert bound is not None
+    assert (bound.input_tokens, bound.output_tokens, bound.choices) == (123, output, choices)
+
+
+def test_images_and_files_are_flagged_as_unbounded() -> None:
+    parts = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
+    chat = bound_request(CHAT, {"model": "m", "messages": [{"role": "user", "content": parts}]}, 100)
+    responses = bound_request(
+        RESPONSES, {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, 9
+    )
+    text = bound_request(CHAT, {"model": "m", "messages": [{"role": "user", "content": "image_url"}]}, 100)
+    assert chat is not None and chat.media
+    assert responses is not None and responses.media
+    assert text is not None and not text.media
+
+
+def test_unsupported_endpoint_has_no_estimate() -> None:
+    estimator = CostEstimator()
+    estimator.add("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat"}, 50)
+    result = estimator.result("gpt-image-1", "/v1/images/generations")
+    assert result.cost_usd is None and result.note is not None and "/v1/images/generations" in result.note
+
+
+# -- pricing the sums -----------------------------------------------------------------------------
+
+
+def test_estimate_prices_the_bounds_by_hand() -> None:
+    data = b"".join(
+        line(
+            f"r{i}",
+            CHAT,
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 100}], "max_tokens": 200},
+        )
+        for i in range(10)
+    )
+    result = estimate_of(data, CHAT)
+    # 10 lines of len(line) bytes each bound the input; 10 x 200 tokens bound the output (0.075 / 0.30 per 1M).
+    assert result.input_tokens == len(data)
+    assert result.output_tokens == 2000
+    assert result.cost_usd == pytest.approx(len(data) * 0.075 / 1e6 + 2000 * 0.30 / 1e6, abs=2e-6)
+    assert result.cost_usd >= len(data) * 0.075 / 1e6 + 2000 * 0.30 / 1e6  # rounded up, never down
+    assert result.requests_without_limit == 0
+    assert result.prices_as_of == "2025-08-15"
+
+
+def test_requests_without_a_limit_use_the_models_largest_completion_and_say_so() -> None:
+    data = line("a", CHAT, {"model": "gpt-4o-mini", "messages": [], "n": 2}) + line(
+        "b", CHAT, {"model": "gpt-4o-mini", "messages": [], "max_tokens": 10}
+    )
+    result = estimate_of(data, CHAT)
+    assert result.output_tokens == 2 * 16_384 + 10
+    assert result.requests_without_limit == 1
+    assert "1 of 2 requests set no completion-token limit" in result.describe()
+    assert json.loads(json.dumps(result.to_dict())) == result.to_dict()
+    assert CostEstimate.from_dict(result.to_dict()) == result
+
+
+def test_unknown_model_gets_no_estimate_but_its_tokens() -> None:
+    data = line("a", CHAT, {"model": "my-deployment", "messages": [], "max_tokens": 5})
+    result = estimate_of(data, CHAT)
+    assert result.cost_usd is None
+    assert result.input_tokens == len(data) and result.output_tokens == 5
+    assert "not in the price table" in result.describe()
+
+
+def test_override_prices_the_estimate() -> None:
+    table = default_price_table().with_overrides({"my-deployment": {"input": 1, "output": 2}}, origin="test")
+    data = line("a", CHAT, {"model": "my-deployment", "messages": [], "max_tokens": 1000})
+    result = estimate_of(data, CHAT, table)
+    assert result.cost_usd == pytest.approx(len(data) * 1 / 1e6 + 1000 * 2 / 1e6, abs=2e-6)
+
+
+def test_model_without_a_largest_completion_cannot_bound_unlimited_requests() -> None:
+    table = default_price_table().with_overrides({"m": {"input": 1, "output": 2}}, origin="test")
+    result = estimate_of(line("a", CHAT, {"model": "m", "messages": []}), CHAT, table)
+    assert result.cost_usd is None and result.output_tokens is None
+    assert result.note is not None and "max_output_tokens" in result.note
+
+
+# -- against the emulator: actual usage of known size ---------------------------------------------
+
+
+def run_batch(emulator: EmulatorServer, data: bytes, endpoint: str) -> Batch:
+    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+    hook = OpenAIBatchHook("openai_default")
+    uploaded = hook.upload_file(io.BytesIO(data), filename="input.jsonl")
+    batch = hook.create_batch(input_file_id=uploaded.id, endpoint=endpoint)
+    deadline = time.monotonic() + 60
+    while not batch.status.is_terminal:
+        assert time.monotonic() < deadline, f"batch {batch.id} still {batch.status.value}"
+        time.sleep(0.05)
+        batch = hook.retrieve_batch(batch.id)
+    assert batch.status.value == "completed" and batch.request_counts.failed == 0
+    return batch
+
+
+def tokens(text: str) -> int:
+    """The emulator's token count (see airflow_provider_openai_batch/emulator/results.py)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+N, PROMPT_CHARS = 100, 40_000  # 100 requests of 10,000 input tokens each: 1M input tokens
+# The emulator answers "echo:<12 hex> <first 64 chars of the prompt>": 82 chars, 21 tokens.
+ECHO_TOKENS = tokens("echo:" + "0" * 12 + " " + "x" * 64)
+
+
+def prompt(i: int) -> str:
+    return (f"request {i:04d} " + "lorem ipsum dolor sit amet " * 2000)[:PROMPT_CHARS]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "model", "body", "hand_usd", "limit"),
+    [
+        # 1,000,000 input tokens x 1.25 + 100 x 21 output tokens x 5.00, per 1M tokens (gpt-4o batch prices)
+        (
+            CHAT,
+            "gpt-4o",
+            lambda i: {"messages": [{"role": "user", "content": prompt(i)}], "max_tokens": 64},
+            1.2605,
+            64,
+        ),
+        # gpt-5-mini: 0.125 input, 1.00 output: 0.125 + 0.0021
+        (RESPONSES, "gpt-5-mini", lambda i: {"input": prompt(i), "max_output_tokens": 32}, 0.1271, 32),
+        # text-embedding-3-large: 0.065 input, no output
+        (EMBEDDINGS, "text-embedding-3-large", lambda i: {"input": prompt(i)}, 0.065, 0),
+    ],
+    ids=["chat", "responses", "embeddings"],
+)
+def test_cost_matches_a_hand_calculation_and_the_estimate_bounds_it(
+    openai_conn: EmulatorServer, endpoint: str, model: str, body: Any, hand_usd: float, limit: int
+) -> None:
+    data = b"".join(line(f"r{i}", endpoint, {"model": model, **body(i)}) for i in range(N))
+    batch = run_batch(openai_conn, data, endpoint)
+
+    assert batch.usage is not None
+    out_tokens = 0 if endpoint == EMBEDDINGS else N * ECHO_TOKENS
+    assert (batch.usage.input_tokens, batch.usage.output_tokens) == (N * tokens(prompt(0)), out_tokens)
+    report = batch_cost(batch.model, batch.usage)
+    assert report is not None and report.cost_usd is not None
+    assert round(report.cost_usd, 2) == round(hand_usd, 2)
+    assert report.cost_usd == pytest.approx(hand_usd, abs=1e-9)
+
+    estimate = estimate_of(data, endpoint)
+    assert estimate.cost_usd is not None
+    assert estimate.cost_usd >= report.cost_usd
+    assert estimate.input_tokens >= batch.usage.input_tokens
+    assert estimate.output_tokens == N * limit >= batch.usage.output_tokens
