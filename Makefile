@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine with only Python 3 and make:
-#   make demo   run the example batch DAG against the local emulator (or a real connection)
+#   make demo   run an example DAG (DAG=<name>, default openai_batch_chat) against the local emulator
+#               (or against AIRFLOW_CONN_OPENAI_DEFAULT when set)
 #   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -54,8 +55,10 @@ test: lint typecheck
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) test-floor
 
+# make demo DAG=openai_batch_mapped runs another example; a wrong name lists the choices.
+DAG ?= openai_batch_chat
 demo: venv
-	$(PY) -m example_dags.demo
+	$(PY) -m example_dags.demo $(DAG)
 
 $(BENCH_VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) venv --allow-existing --python $(PYTHON) $(BENCH_VENV)
