@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseOperator
 
@@ -324,33 +324,6 @@ class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):
         return batch.status.value
 
 
-class _LineCounter:
-    """A binary writer that counts newline bytes as they pass."""
-
-    def __init__(self, target: IO[bytes]) -> None:
-        self.target = target
-        self.lines = 0
-        self.bytes = 0
-        self._last = b"\n"
-
-    def write(self, data: bytes) -> int:
-        self.lines += data.count(b"\n")
-        self.bytes += len(data)
-        if data:
-            self._last = data[-1:]
-        return self.target.write(data)
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self.bytes
-
-    @property
-    def total_lines(self) -> int:
-        return self.lines + (0 if self._last == b"\n" else 1)
-
-
 class OpenAIBatchDownloadOperator(BaseOperator):
     """Streams a batch's output file (and error file) to a local folder or object storage.
 
@@ -410,11 +383,13 @@ class OpenAIBatchDownloadOperator(BaseOperator):
         return result
 
     def _download(self, hook: Any, file_id: str, name: str) -> dict[str, Any]:
+        from airflow_provider_openai_batch.batch_input import LineCounter, count_lines
+
         dest = self.destination
         if isinstance(dest, (str, os.PathLike)) and "://" not in os.fspath(dest):
             path = Path(dest) / name
             written = hook.download_file(file_id, path)
-            lines = _count_lines(path)
+            lines = count_lines(path)
             where = str(path)
         else:
             from airflow.sdk import ObjectStoragePath
@@ -422,22 +397,12 @@ class OpenAIBatchDownloadOperator(BaseOperator):
             target = dest if hasattr(dest, "fs") else ObjectStoragePath(os.fspath(dest))
             target = target / name
             with target.open("wb") as raw:
-                counter = _LineCounter(raw)
+                counter = LineCounter(raw)
                 written = hook.download_file(file_id, counter)
-            lines = counter.total_lines
+            lines = counter.lines
             where = str(target)
         self.log.info("Downloaded %s to %s: %d lines, %d bytes", file_id, where, lines, written)
         return {"file_id": file_id, "path": where, "lines": lines, "bytes": written}
-
-
-def _count_lines(path: Path) -> int:
-    lines = 0
-    last = b"\n"
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (0 if last == b"\n" else 1)
 
 
 __all__ += ["XCOM_OUTPUT_FILE_ID"]

@@ -1,0 +1,150 @@
+"""Tests of the line rules: every problem code, with its line number and a message that says what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from input_helpers import CHAT, body, check, good, line, lines, problems
+
+from airflow_provider_openai_batch.exceptions import InputProblem
+
+PROBLEM_CASES: list[Any] = [
+    pytest.param(b"", [(None, "empty_file")], id="empty_file"),
+    pytest.param(b"\n", [(1, "empty_line"), (None, "empty_file")], id="only_newline"),
+    pytest.param(
+        lines(
+            line("a"),
+            b'{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", '
+            b'"body": {"model": "gpt-4o-mini", "messages": "caf\xe9"}}',
+        ),
+        [(2, "not_utf8")],
+        id="not_utf8",
+    ),
+    pytest.param(b"\xef\xbb\xbf" + lines(*good(2)), [(1, "utf8_bom")], id="utf8_bom"),
+    pytest.param(lines(*good(2), b'{"custom_id": "req-3",'), [(3, "invalid_json")], id="invalid_json"),
+    pytest.param(lines(*good(1), line("x", body=body(temperature=float("nan")))), [(2, "invalid_json")], id="nan"),
+    pytest.param(lines(*good(1), b"[1, 2]", b'"text"'), [(2, "not_an_object"), (3, "not_an_object")], id="array"),
+    pytest.param(
+        lines(*good(1), line(...), line(""), line(5)),
+        [(2, "missing_custom_id"), (3, "missing_custom_id"), (4, "missing_custom_id")],
+        id="missing_custom_id",
+    ),
+    pytest.param(
+        lines(line("req-1"), line("req-2"), line("req-1"), line("req-2")),
+        [(3, "duplicate_custom_id"), (4, "duplicate_custom_id")],
+        id="duplicate_custom_id",
+    ),
+    pytest.param(
+        lines(*good(1), line("a", method="GET"), line("b", method=...), line("c", method="post")),
+        [(2, "invalid_method"), (3, "invalid_method"), (4, "invalid_method")],
+        id="invalid_method",
+    ),
+    pytest.param(
+        lines(*good(1), line("a", url="/v1/embeddings"), line("b", url=...), line("c", url="chat/completions")),
+        [(2, "url_mismatch"), (3, "url_mismatch"), (4, "url_mismatch")],
+        id="url_mismatch",
+    ),
+    pytest.param(
+        lines(*good(1), line("a", body=...), line("b", body="text"), line("c", body=None)),
+        [(2, "missing_body"), (3, "missing_body"), (4, "missing_body")],
+        id="missing_body",
+    ),
+    pytest.param(
+        lines(*good(1), line("a", body=body(...)), line("b", body=body(4)), line("c", body=body(""))),
+        [(2, "missing_model"), (3, "missing_model"), (4, "missing_model")],
+        id="missing_model",
+    ),
+    pytest.param(
+        lines(*good(2), line("a", body=body("gpt-4o")), line("b", body=body("gpt-4o")), line("c", body=body("o3"))),
+        [(3, "model_mismatch"), (5, "model_mismatch")],
+        id="model_mismatch_once_per_model",
+    ),
+    pytest.param(
+        lines(*good(1), line("a", body=body(stream=True)), line("b", body=body(stream=False))),
+        [(2, "streaming_not_supported")],
+        id="streaming_not_supported",
+    ),
+    pytest.param(lines(line("a"), b"", line("b")), [(2, "empty_line")], id="empty_line_middle"),
+    pytest.param(lines(line("a"), b"  \t", line("b")), [(2, "empty_line")], id="whitespace_line"),
+    pytest.param(lines(*good(2), end=b"\n\n"), [(3, "empty_line")], id="two_trailing_newlines"),
+    pytest.param(
+        lines(*good(1), line(..., method="GET", url=..., body=body(stream=True))),
+        [(2, "missing_custom_id"), (2, "invalid_method"), (2, "url_mismatch"), (2, "streaming_not_supported")],
+        id="several_on_one_line",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), PROBLEM_CASES)
+def test_problem_codes_with_line_numbers(tmp_path: Path, content: bytes, expected: list[Any]) -> None:
+    error = check(tmp_path, content, endpoint=CHAT)
+    assert problems(error) == expected
+    assert error.source == str(tmp_path / "input.jsonl")
+    assert not error.truncated
+    for problem in error.problems:
+        assert str(problem) in str(error)
+
+
+def test_duplicate_message_tells_what_to_fix(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(line("req-1"), line("req-3"), *good(4, start=4), line("req-3")))
+    assert "line 7: duplicate custom_id 'req-3' (first seen on line 2) [duplicate_custom_id]" in str(error)
+
+
+def test_model_mismatch_names_both_models_and_lines(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(*good(3), line("x", body=body("gpt-4o"))))
+    (problem,) = error.problems
+    assert "'gpt-4o'" in problem.message and "line 4" in problem.message
+    assert "'gpt-4o-mini'" in problem.message and "line 1" in problem.message
+
+
+def test_not_utf8_names_byte_offset(tmp_path: Path) -> None:
+    second = b'{"custom_id": "b\xff"}'
+    error = check(tmp_path, lines(line("a"), second))
+    (problem,) = error.problems
+    in_line = second.index(b"\xff")
+    assert problem.line == 2
+    assert f"0xff at byte offset {in_line} of the line" in problem.message
+    assert f"offset {len(line('a')) + 1 + in_line} in the file" in problem.message
+
+
+def test_invalid_json_gives_position(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(line("a"), b'{"custom_id": "b" "x": 1}'))
+    assert "column 19 (char 18)" in error.problems[0].message
+
+
+def test_url_mismatch_names_endpoint(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(line("a", url="/v1/embeddings")), endpoint="/chat/completions")
+    assert "'/v1/chat/completions'" in error.problems[0].message
+
+
+def test_without_endpoint_lines_must_share_first_url(tmp_path: Path) -> None:
+    content = lines(
+        line("a", url=..., body=body()), line("b", url="/chat/completions"), line("c", url="/v1/embeddings")
+    )
+    error = check(tmp_path, content)
+    assert problems(error) == [(1, "url_mismatch"), (3, "url_mismatch")]
+    assert "line 2" in error.problems[1].message
+
+
+def test_max_problems_truncates(tmp_path: Path) -> None:
+    content = lines(*[b"not json"] * 10)
+    error = check(tmp_path, content, max_problems=3)
+    assert problems(error) == [(1, "invalid_json"), (2, "invalid_json"), (3, "invalid_json")]
+    assert error.truncated
+    assert "stopped after the first problems" in str(error)
+
+
+def test_too_many_requests_reported_once_and_counted(tmp_path: Path) -> None:
+    # Problems after the limit are not reported, but the requests are still counted.
+    content = lines(*good(3), line("req-1"), b"junk", b"", line("z"))
+    error = check(tmp_path, content, max_requests=3)
+    assert problems(error) == [(4, "too_many_requests")]
+    assert "holds 6 requests, over the limit of 3" in str(error)
+
+
+def test_input_problem_is_the_shared_type(tmp_path: Path) -> None:
+    error = check(tmp_path, b"")
+    assert all(isinstance(problem, InputProblem) for problem in error.problems)
+    assert isinstance(error, ValueError)
