@@ -1,0 +1,214 @@
+"""Merge the shard batches' output and error files into one output and one error file, in input order.
+
+Results come back in any order, shard by shard. Two on-disk indexes (SQLite) put them back in order: the
+input's ``line -> custom_id`` (read again from the input, which must not have changed since the split) and
+the results' ``custom_id -> (file, offset, length)``. One ordered join then copies every result line from
+the local result files into place. Memory stays small whatever the job's size; nothing holds rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
+from airflow_provider_openai_batch.job.plan import JobPlan
+from airflow_provider_openai_batch.job.split import open_index
+
+__all__ = ["MISSING_RESULT", "InputChangedError", "MergeStats", "ResultFile", "merge_results"]
+
+#: Error code of a merged error line written for an input line that no shard batch answered.
+MISSING_RESULT = "missing_result"
+_FLUSH = 20_000
+_MAX_CODES = 50
+
+
+class InputChangedError(ValueError):
+    """The input is not the one that was split, so its lines cannot be matched with the results."""
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A shard batch's output or error file, downloaded.
+
+    :param path: the local copy.
+    :param ok: ``True`` for an output file (answers), ``False`` for an error file.
+    """
+
+    path: Path
+    ok: bool
+
+
+@dataclass
+class MergeStats:
+    """What the merge wrote.
+
+    :param output_lines: answered input lines, in the output file.
+    :param error_lines: failed or unanswered input lines, in the error file.
+    :param missing: input lines that had no result at all (each written to the error file).
+    :param unexpected: result lines whose ``custom_id`` is not in the input (left out, counted).
+    :param error_codes: error file lines by error code (``missing_result`` for missing ones).
+    """
+
+    output_lines: int = 0
+    output_bytes: int = 0
+    error_lines: int = 0
+    error_bytes: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+    def count_code(self, code: str) -> None:
+        if code in self.error_codes or len(self.error_codes) < _MAX_CODES:
+            self.error_codes[code] = self.error_codes.get(code, 0) + 1
+        else:
+            self.error_codes["other"] = self.error_codes.get("other", 0) + 1
+
+
+def _input_id(raw: bytes, fast: bool) -> str:
+    if fast:
+        custom_id = leading_custom_id(raw)
+        if custom_id is not None:
+            return custom_id
+    data = json.loads(raw)
+    value = data.get("custom_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _index_input(db: Any, stream: IO[bytes], plan: JobPlan) -> None:
+    db.execute("CREATE TABLE input (line_no INTEGER PRIMARY KEY, custom_id TEXT NOT NULL)")
+    hasher = hashlib.sha256()
+    pending: list[tuple[int, str]] = []
+    room = plan.limits.max_bytes + 1
+    line_no = 0
+    while raw := stream.readline(room):
+        hasher.update(raw)
+        line_no += 1
+        with contextlib.suppress(ValueError):  # a changed line: the hash below says so
+            pending.append((line_no, _input_id(raw, plan.leading_ids)))
+        if len(pending) >= _FLUSH:
+            db.executemany("INSERT INTO input VALUES (?, ?)", pending)
+            pending.clear()
+    db.executemany("INSERT INTO input VALUES (?, ?)", pending)
+    if hasher.hexdigest() != plan.sha256:
+        raise InputChangedError(
+            f"{plan.source} changed since it was split into batches (SHA-256 {hasher.hexdigest()[:12]}..., was "
+            f"{plan.sha256[:12]}...): its lines cannot be matched with the results. Keep a job's input unchanged "
+            "until the job ends."
+        )
+
+
+def _index_results(db: Any, results: Sequence[ResultFile], stats: MergeStats) -> None:
+    # Answers win over errors, and a later file over an earlier one: a resubmitted line's latest answer counts.
+    db.execute(
+        "CREATE TABLE result (custom_id TEXT PRIMARY KEY, src INTEGER, off INTEGER, len INTEGER, ok INTEGER) "
+        "WITHOUT ROWID"
+    )
+    upsert = (
+        "INSERT INTO result VALUES (?, ?, ?, ?, ?) ON CONFLICT (custom_id) DO UPDATE SET "
+        "src = excluded.src, off = excluded.off, len = excluded.len, ok = excluded.ok WHERE excluded.ok >= result.ok"
+    )
+    for src, result in enumerate(results):
+        pending: list[tuple[str, int, int, int, int]] = []
+        offset = 0
+        with open(result.path, "rb") as stream:
+            for raw in stream:
+                start, offset = offset, offset + len(raw)
+                if not raw.strip():
+                    continue
+                custom_id = result_custom_id(raw)
+                if custom_id is None:
+                    stats.unexpected += 1
+                    continue
+                pending.append((custom_id, src, start, len(raw), int(result.ok)))
+                if len(pending) >= _FLUSH:
+                    db.executemany(upsert, pending)
+                    pending.clear()
+        db.executemany(upsert, pending)
+
+
+def _error_code(raw: bytes) -> str:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return "unknown"
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        response = data.get("response") if isinstance(data, dict) else None
+        body = response.get("body") if isinstance(response, dict) else None
+        error = body.get("error") if isinstance(body, dict) else None
+    code = (error.get("code") or error.get("type")) if isinstance(error, dict) else None
+    return str(code) if code else "unknown"
+
+
+def missing_line(custom_id: str) -> bytes:
+    """The error line written for an input line that no batch answered."""
+    error = {
+        "code": MISSING_RESULT,
+        "message": "no shard batch returned a result for this request (its batch failed, or ended before it ran)",
+    }
+    line = {"id": None, "custom_id": custom_id, "response": None, "error": error}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def merge_results(
+    input_stream: IO[bytes],
+    results: Sequence[ResultFile],
+    output: IO[bytes],
+    errors: IO[bytes],
+    *,
+    plan: JobPlan,
+    workdir: str | os.PathLike[str],
+) -> MergeStats:
+    """Write every input line's result to ``output`` (answers) or ``errors`` (failures, no result), in input order.
+
+    :param input_stream: the job's input again, opened in binary at its start.
+    :param results: the shard batches' downloaded output and error files, in any order.
+    :param output: where answers go, one line per answered input line, in input order.
+    :param errors: where failures go (the batch's error line, or a ``missing_result`` line), in input order.
+    :param plan: the job's plan (input hash and how to read ids).
+    :param workdir: an existing folder for the index (the caller removes it).
+    :raises InputChangedError: when the input is not the one that was split.
+    """
+    stats = MergeStats()
+    db = open_index(Path(workdir) / "merge.sqlite")
+    fds = [os.open(result.path, os.O_RDONLY) for result in results]
+    try:
+        _index_input(db, input_stream, plan)
+        _index_results(db, results, stats)
+        answered = 0
+        rows = db.execute(
+            "SELECT i.custom_id, r.src, r.off, r.len, r.ok FROM input i "
+            "LEFT JOIN result r ON r.custom_id = i.custom_id ORDER BY i.line_no"
+        )
+        for custom_id, src, offset, length, ok in rows:
+            if src is None:
+                raw = missing_line(custom_id)
+                stats.missing += 1
+            else:
+                answered += 1
+                raw = os.pread(fds[src], length, offset)
+                if not raw.endswith(b"\n"):
+                    raw += b"\n"
+            if ok:
+                output.write(raw)
+                stats.output_lines += 1
+                stats.output_bytes += len(raw)
+            else:
+                errors.write(raw)
+                stats.error_lines += 1
+                stats.error_bytes += len(raw)
+                stats.count_code(MISSING_RESULT if src is None else _error_code(raw))
+        (indexed,) = db.execute("SELECT COUNT(*) FROM result").fetchone()
+        stats.unexpected += indexed - answered
+    finally:
+        for fd in fds:
+            os.close(fd)
+        db.close()
+    return stats

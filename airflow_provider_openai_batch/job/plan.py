@@ -1,0 +1,125 @@
+"""What a job is made of: its input and shards (the plan, carried across the deferral), small and JSON-able."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from airflow_provider_openai_batch.job.limits import ShardLimits
+
+__all__ = ["JobPlan", "ShardInfo"]
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: a slice of the input's lines that becomes one batch.
+
+    :param index: 0-based, in the order shards were started while reading the input.
+    :param model: the one model of its requests.
+    :param first_line: 1-based input line of its first request.
+    :param last_line: input line of its last request (lines of other models may lie between when the input
+        mixes models).
+    :param requests: its requests (lines).
+    :param bytes: its size as uploaded.
+    :param embedding_inputs: embedding inputs it holds (``/v1/embeddings`` only, else 0).
+    :param batch_id: the batch made from it, once it exists.
+    :param reused: the batch was found (created by an earlier try), not created by this try.
+    """
+
+    index: int
+    model: str | None
+    first_line: int
+    last_line: int
+    requests: int
+    bytes: int
+    embedding_inputs: int
+    batch_id: str | None = None
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "model": self.model,
+            "first_line": self.first_line,
+            "last_line": self.last_line,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "embedding_inputs": self.embedding_inputs,
+            "batch_id": self.batch_id,
+            "reused": self.reused,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShardInfo:
+        return cls(
+            index=int(data["index"]),
+            model=data.get("model"),
+            first_line=int(data["first_line"]),
+            last_line=int(data["last_line"]),
+            requests=int(data["requests"]),
+            bytes=int(data["bytes"]),
+            embedding_inputs=int(data.get("embedding_inputs") or 0),
+            batch_id=data.get("batch_id"),
+            reused=bool(data.get("reused")),
+        )
+
+    def with_batch(self, batch_id: str, *, reused: bool) -> ShardInfo:
+        return replace(self, batch_id=batch_id, reused=reused)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """A job's input and shards: everything the task needs again after the deferral, without rows.
+
+    :param source: the input as given (path or URI), for messages and the manifest.
+    :param sha256: hex SHA-256 of the whole input; the merge checks the input did not change since.
+    :param requests: requests (lines) in the input.
+    :param bytes: size of the input.
+    :param endpoint: the batches' endpoint.
+    :param limits: the per-shard limits the input was split by.
+    :param leading_ids: every line starts with its ``custom_id`` (checked while splitting), so the merge may
+        read ids without parsing whole lines.
+    :param shards: the shards, by index.
+    """
+
+    source: str
+    sha256: str
+    requests: int
+    bytes: int
+    endpoint: str
+    limits: ShardLimits
+    leading_ids: bool
+    shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def batch_ids(self) -> list[str]:
+        return [shard.batch_id for shard in self.shards if shard.batch_id]
+
+    def with_shards(self, shards: list[ShardInfo]) -> JobPlan:
+        return replace(self, shards=tuple(shards))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "endpoint": self.endpoint,
+            "limits": self.limits.to_dict(),
+            "leading_ids": self.leading_ids,
+            "shards": [shard.to_dict() for shard in self.shards],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobPlan:
+        return cls(
+            source=str(data["source"]),
+            sha256=str(data["sha256"]),
+            requests=int(data["requests"]),
+            bytes=int(data["bytes"]),
+            endpoint=str(data["endpoint"]),
+            limits=ShardLimits.from_dict(dict(data["limits"])),
+            leading_ids=bool(data.get("leading_ids")),
+            shards=tuple(ShardInfo.from_dict(item) for item in data.get("shards") or ()),
+        )

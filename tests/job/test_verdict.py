@@ -1,0 +1,108 @@
+"""judge_job: the sensor's verdict over a whole job; the manifest that summarises it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_provider_openai_batch.job.limits import ShardLimits
+from airflow_provider_openai_batch.job.manifest import build_manifest
+from airflow_provider_openai_batch.job.merge import MergeStats
+from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
+from airflow_provider_openai_batch.job.verdict import describe_job_progress, judge_job
+from airflow_provider_openai_batch.models import Batch
+from airflow_provider_openai_batch.outcome import Verdict
+
+
+def batch(i: int, status: str, completed: int = 10, failed: int = 0, total: int = 10, **extra: Any) -> Batch:
+    counts = {"total": total, "completed": completed, "failed": failed}
+    return Batch.from_dict({"id": f"batch_{i}", "status": status, "request_counts": counts, **extra})
+
+
+def shard(i: int) -> ShardInfo:
+    return ShardInfo(i, "m", 10 * i + 1, 10 * i + 10, 10, 1000, 0, batch_id=f"batch_{i}")
+
+
+def judge(*batches: Batch, **kwargs: Any):  # type: ignore[no-untyped-def]
+    return judge_job([(shard(i), b) for i, b in enumerate(batches)], requests=10 * len(batches), **kwargs)
+
+
+def test_all_completed_succeeds() -> None:
+    outcome = judge(batch(0, "completed"), batch(1, "completed", completed=9, failed=1))
+    assert (outcome.verdict, outcome.reason) == (Verdict.SUCCEED, "completed")
+    assert "19 answered, 1 failed" in outcome.message
+
+
+def test_a_failed_shard_fails_the_job_at_once_naming_it_and_leaves_the_others_running() -> None:
+    errors = {"object": "list", "data": [{"code": "invalid_json_line", "message": "bad", "line": 3}]}
+    outcome = judge(batch(0, "in_progress"), batch(1, "failed", completed=0, total=0, errors=errors))
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, "shard_failed")
+    assert "shard 1 (batch batch_1, input lines 11-20)" in outcome.message
+    assert "invalid_json_line" in outcome.message and "left running" in outcome.message
+
+
+def test_running_shards_mean_wait() -> None:
+    assert judge(batch(0, "completed"), batch(1, "finalizing")).verdict is Verdict.WAIT
+
+
+@pytest.mark.parametrize("status", ["expired", "cancelled"])
+def test_a_short_shard_needs_allow_partial(status: str) -> None:
+    short = batch(1, status, completed=4, failed=6)
+    outcome = judge(batch(0, "completed"), short)
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, status)
+    assert "shard 1" in outcome.message and "allow_partial" in outcome.message
+    accepted = judge(batch(0, "completed"), short, allow_partial=True)
+    assert (accepted.verdict, accepted.reason) == (Verdict.SUCCEED, "partial")
+
+
+def test_max_failed_requests_applies_to_the_total() -> None:
+    shards = (batch(0, "completed", completed=7, failed=3), batch(1, "completed"))
+    assert judge(*shards, max_failed_requests=3).verdict is Verdict.SUCCEED
+    assert judge(*shards, max_failed_requests=2).reason == "too_many_failed_requests"
+    assert judge(*shards, max_failed_requests=0.1).reason == "too_many_failed_requests"
+    assert judge(*shards, max_failed_requests=0.2).verdict is Verdict.SUCCEED
+    # The merged answer count is the truth once known.
+    assert judge(*shards, answered=20).verdict is Verdict.SUCCEED
+
+
+def test_no_answer_at_all_fails() -> None:
+    outcome = judge(batch(0, "completed", completed=0, failed=10))
+    assert outcome.reason == "all_requests_failed"
+
+
+def test_progress_line() -> None:
+    line = describe_job_progress([batch(0, "completed"), batch(1, "in_progress", completed=5, total=10)], 20)
+    assert line == (
+        "Job: 1/2 shard batches finished (1 completed, 1 in_progress); 15 completed / 0 failed of 20 requests (75.0%)"
+    )
+
+
+def test_manifest_is_small_json_with_every_shard() -> None:
+    plan = JobPlan("in.jsonl", "ab" * 32, 20, 2000, "/v1/chat/completions", ShardLimits(), True, (shard(0), shard(1)))
+    usage = {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+    batches = {
+        "batch_0": batch(0, "completed", usage=usage, output_file_id="file-o0"),
+        "batch_1": batch(1, "completed", completed=8, failed=2, usage=usage),
+    }
+    stats = MergeStats(output_lines=18, output_bytes=900, error_lines=2, error_bytes=100, error_codes={"x": 2})
+
+    manifest = build_manifest(
+        plan,
+        batches,
+        output={"path": "/d/in_output.jsonl", "lines": 18, "bytes": 900},
+        error={"path": "/d/in_error.jsonl", "lines": 2, "bytes": 100},
+        stats=stats,
+        verdict="succeed",
+        reason="completed",
+    )
+
+    assert json.loads(json.dumps(manifest)) == manifest
+    assert [(s["batch_id"], s["first_line"], s["last_line"], s["status"]) for s in manifest["shards"]] == [
+        ("batch_0", 1, 10, "completed"),
+        ("batch_1", 11, 20, "completed"),
+    ]
+    assert manifest["totals"]["completed"] == 18 and manifest["totals"]["failed"] == 2
+    assert manifest["usage"]["total_tokens"] == 24 and manifest["errors_by_code"] == {"x": 2}
+    assert JobPlan.from_dict(plan.to_dict()) == plan
