@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
 from airflow_provider_openai_batch.job.plan import JobPlan
-from airflow_provider_openai_batch.job.split import open_index
+from airflow_provider_openai_batch.job.split import iter_bounded_lines, open_index
 
 __all__ = ["MISSING_RESULT", "InputChangedError", "MergeStats", "ResultFile", "merge_results"]
 
@@ -81,13 +81,15 @@ def _input_id(raw: bytes, fast: bool) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _index_input(db: Any, stream: IO[bytes], plan: JobPlan) -> None:
+def _index_input(db: Any, stream: IO[Any], plan: JobPlan) -> None:
     db.execute("CREATE TABLE input (line_no INTEGER PRIMARY KEY, custom_id TEXT NOT NULL)")
     hasher = hashlib.sha256()
     pending: list[tuple[int, str]] = []
-    room = plan.limits.max_bytes + 1
     line_no = 0
-    while raw := stream.readline(room):
+    for raw in iter_bounded_lines(stream, plan.limits.max_bytes):
+        if isinstance(raw, int):  # a line the split never accepted: the input changed
+            hasher.update(b"\0" * raw)
+            continue
         hasher.update(raw)
         line_no += 1
         with contextlib.suppress(ValueError):  # a changed line: the hash below says so
@@ -158,7 +160,7 @@ def missing_line(custom_id: str) -> bytes:
 
 
 def merge_results(
-    input_stream: IO[bytes],
+    input_stream: IO[Any],
     results: Sequence[ResultFile],
     output: IO[bytes],
     errors: IO[bytes],

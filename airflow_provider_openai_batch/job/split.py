@@ -14,18 +14,20 @@ import os
 import sqlite3
 import sys
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_provider_openai_batch.batch_input import EMBEDDINGS, _Checker, _Stop, normalize_endpoint
+from airflow_provider_openai_batch.batch_input.checker import LineChecker, StopCheck
+from airflow_provider_openai_batch.batch_input.endpoints import EMBEDDINGS, normalize_endpoint
+from airflow_provider_openai_batch.batch_input.reading import READ_CHUNK
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.ids import leading_custom_id
 from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 
-__all__ = ["SplitInput", "embedding_inputs", "open_index", "split_input"]
+__all__ = ["SplitInput", "embedding_inputs", "iter_bounded_lines", "open_index", "split_input"]
 
 #: Shards of different models open at once; past it, the least recently used one is closed.
 MAX_OPEN_SHARDS = 32
@@ -61,24 +63,38 @@ def embedding_inputs(body: Mapping[str, Any]) -> int:
 
 
 class _Forgetful(dict[str, int]):
-    """The validator's id map, kept empty: duplicates across a job are found in the on-disk index."""
+    """The checker's id map, kept empty: duplicates across a job are found in the on-disk index instead."""
 
     def __setitem__(self, key: str, value: int) -> None:
         return None
 
 
-class _LineRules(_Checker):
-    """The validator's rules for one line at a time, for an input of any size and of several models."""
-
-    def __init__(self, *, endpoint: str, max_problems: int) -> None:
-        super().__init__(endpoint=endpoint, max_requests=sys.maxsize, max_bytes=sys.maxsize, max_problems=max_problems)
-        self.ids = _Forgetful()
-        self.request: Mapping[str, Any] | None = None
-
-    def _check_request(self, line_no: int, obj: Mapping[str, Any]) -> None:
-        self.request = obj
-        self.model = None  # every model is welcome: each gets shards of its own
-        super()._check_request(line_no, obj)
+def iter_bounded_lines(stream: IO[Any], max_line: int) -> Iterator[bytes | int]:
+    """The raw lines of ``stream`` (newline included), read with ``read(size)`` only (object storage files
+    have no ``readline(limit)``); a line longer than ``max_line`` is never held: its length is yielded instead.
+    """
+    pending = bytearray()
+    skipped = 0  # bytes of an over-long line read so far
+    while chunk := stream.read(READ_CHUNK):
+        pending += chunk.encode("utf-8", "surrogateescape") if isinstance(chunk, str) else chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) != -1:
+            if skipped:
+                yield skipped + end + 1 - start
+                skipped = 0
+            elif end + 1 - start > max_line:
+                yield end + 1 - start
+            else:
+                yield bytes(pending[start : end + 1])
+            start = end + 1
+        del pending[:start]
+        if skipped or len(pending) > max_line:
+            skipped += len(pending)
+            pending.clear()
+    if skipped:
+        yield skipped
+    elif pending:
+        yield bytes(pending) if len(pending) <= max_line else len(pending)
 
 
 class _Shard:
@@ -126,7 +142,16 @@ class _Splitter:
         self.endpoint = normalize_endpoint(endpoint)
         self.embeddings = self.endpoint == EMBEDDINGS
         self.limits = limits
-        self.rules = _LineRules(endpoint=self.endpoint, max_problems=max_problems)
+        # The validator's line rules, per line, for an input of any size and of several models.
+        self.rules = LineChecker(
+            endpoint=self.endpoint,
+            max_requests=sys.maxsize,
+            max_bytes=sys.maxsize,
+            max_problems=max_problems,
+            on_request=self.take,
+        )
+        self.rules.ids = _Forgetful()
+        self.request: Mapping[str, Any] | None = None
         self.open: OrderedDict[str | None, _Shard] = OrderedDict()
         self.closed: list[ShardInfo] = []
         self.paths: list[Path] = []
@@ -136,22 +161,20 @@ class _Splitter:
         self.pending: list[tuple[str, int]] = []
         self.writing = True
 
-    def read(self, stream: IO[bytes]) -> None:
-        room = self.limits.max_bytes + 1
-        while raw := stream.readline(room):
-            if len(raw) > self.limits.max_bytes:
-                self.oversized(stream, raw)
+    def take(self, line_no: int, request: Mapping[str, Any]) -> None:
+        self.request = request
+        self.rules.model = None  # every model is welcome: each gets shards of its own
+
+    def read(self, stream: IO[Any]) -> None:
+        for raw in iter_bounded_lines(stream, self.limits.max_bytes):
+            if isinstance(raw, int):
+                self.oversized(raw)
             else:
                 self.line(raw)
 
-    def oversized(self, stream: IO[bytes], head: bytes) -> None:
-        """A line no shard can hold: reported, and read to its end in bounded pieces."""
+    def oversized(self, size: int) -> None:
+        """A line no shard can hold: reported (the input fails, so its bytes need no hash)."""
         rules = self.rules
-        size = len(head)
-        rules.hasher.update(head)
-        while not head.endswith(b"\n") and (head := stream.readline(1024 * 1024)):
-            rules.hasher.update(head)
-            size += len(head)
         self.stop_writing()
         rules.lines += 1
         rules.requests += 1
@@ -164,9 +187,9 @@ class _Splitter:
 
     def line(self, raw: bytes) -> None:
         rules = self.rules
-        rules.request = None
+        self.request = None
         rules.feed(raw)
-        request = rules.request
+        request = self.request
         if request is None:
             return
         line_no = rules.lines
@@ -246,7 +269,7 @@ class _Splitter:
 
 
 def split_input(
-    stream: IO[bytes],
+    stream: IO[Any],
     workdir: str | os.PathLike[str],
     *,
     endpoint: str,
@@ -271,7 +294,7 @@ def split_input(
             splitter.read(stream)
             rules.finish()
             splitter.duplicates()
-        except _Stop:
+        except StopCheck:
             pass
         finally:
             splitter.db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from job_kit import CHAT, request, write_lines
 
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.limits import MAX_EMBEDDING_INPUTS, ShardLimits
-from airflow_provider_openai_batch.job.split import embedding_inputs, split_input
+from airflow_provider_openai_batch.job.split import embedding_inputs, iter_bounded_lines, split_input
 
 
 def split(path: Path, workdir: Path, endpoint: str = CHAT, **limits: int):  # type: ignore[no-untyped-def]
@@ -152,3 +153,9 @@ def test_user_limits_narrow_the_service_limits() -> None:
     with pytest.raises(ValueError, match="positive integer"):
         ShardLimits().narrowed(max_bytes=0)
     assert ShardLimits.from_dict(limits.to_dict()) == limits
+
+
+def test_bounded_lines_never_hold_an_over_long_line() -> None:
+    data = b"ab\n" + b"x" * 10 + b"\n" + b"y" * 3_000_000 + b"\ncd"
+    assert list(iter_bounded_lines(io.BytesIO(data), 5)) == [b"ab\n", 11, 3_000_001, b"cd"]
+    assert list(iter_bounded_lines(io.BytesIO(b"z" * 9), 5)) == [9]
