@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from airflow_provider_openai_batch.pricing import PriceTable, default_price_table
+from airflow_provider_openai_batch.pricing import PriceTable, default_price_table, usd
 
 __all__ = ["CostEstimate", "CostEstimator", "RequestBound", "bound_request"]
 
@@ -146,8 +146,8 @@ class CostEstimate:
         """What makes the estimate as large as it is, in words."""
         parts = []
         if self.cost_usd is not None and self.output_cost_usd is not None and self.input_cost_usd is not None:
-            parts.append(f"input ${self.input_cost_usd:,.4f} for <= {self.input_tokens:,} tokens")
-            parts.append(f"output ${self.output_cost_usd:,.4f} for <= {self.output_tokens or 0:,} tokens")
+            parts.append(f"input {usd(self.input_cost_usd)} for <= {self.input_tokens:,} tokens")
+            parts.append(f"output {usd(self.output_cost_usd)} for <= {self.output_tokens or 0:,} tokens")
         if self.requests_without_limit:
             parts.append(
                 f"{self.requests_without_limit:,} of {self.requests:,} requests set no completion-token limit "
@@ -167,7 +167,7 @@ class CostEstimate:
             head = f"Cost estimate: unknown ({self.note})"
         else:
             head = (
-                f"Cost estimate: at most ${self.cost_usd:,.4f} at batch prices for {self.requests:,} requests "
+                f"Cost estimate: at most {usd(self.cost_usd)} at batch prices for {self.requests:,} requests "
                 f"(model {self.model}, priced as {self.priced_as}, prices as of {self.prices_as_of})"
             )
         drivers = self.drivers()

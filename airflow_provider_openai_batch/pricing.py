@@ -29,6 +29,8 @@ __all__ = [
     "PricingError",
     "batch_cost",
     "default_price_table",
+    "resolve_price_table",
+    "usd",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,22 @@ def default_price_table() -> PriceTable:
     return replace(_DEFAULT, _warned=set())
 
 
+def resolve_price_table(
+    *, conn_id: str, connection_prices: object = None, operator_prices: object = None
+) -> PriceTable:
+    """The shipped table, overridden by the connection extra's ``prices``, then by an operator's ``prices``.
+
+    :raises PricingError: naming which override is malformed and how.
+    """
+    table = default_price_table().with_overrides(connection_prices, origin=f"connection {conn_id!r} extra 'prices'")
+    return table.with_overrides(operator_prices, origin="operator argument 'prices'")
+
+
+def usd(amount: float) -> str:
+    """Dollars for a log line: cents, or micro-dollars for amounts under a cent."""
+    return f"${amount:,.2f}" if amount >= 0.01 else f"${amount:.6f}"
+
+
 def _usd(tokens: int, per_million: float) -> float:
     return tokens * per_million / _PER
 
@@ -239,6 +257,13 @@ class CostReport:
     priced_as: str | None = None
     price: ModelPrice | None = None
     note: str | None = None
+
+    @classmethod
+    def unpriced(cls, model: str | None, usage: Any, note: str) -> CostReport:
+        """The tokens of ``usage`` (a :class:`~airflow_provider_openai_batch.models.Usage`) without a cost."""
+        inp = int(usage.input_tokens)
+        cached = min(int(usage.cached_tokens), inp)
+        return cls(model, inp, cached, int(usage.output_tokens), int(usage.reasoning_tokens), None, note=note)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for XCom."""
@@ -270,7 +295,7 @@ class CostReport:
             return f"Batch usage (model {self.model}): {tokens}; cost unknown: {self.note}"
         assert self.price is not None
         return (
-            f"Batch usage (model {self.model}): {tokens}; cost ${self.cost_usd:,.4f} at batch prices "
+            f"Batch usage (model {self.model}): {tokens}; cost {usd(self.cost_usd)} at batch prices "
             f"(priced as {self.priced_as}, prices as of {self.price.as_of}, source: {self.price.source})"
         )
 
@@ -285,13 +310,13 @@ def batch_cost(model: str | None, usage: Any, table: PriceTable | None = None) -
     if usage is None:
         return None
     table = table or default_price_table()
-    inp, cached = int(usage.input_tokens), min(int(usage.cached_tokens), int(usage.input_tokens))
-    out, reasoning = int(usage.output_tokens), int(usage.reasoning_tokens)
     found = table.price_or_warn(model)
     if found is None:
         note = f"model {model!r} is not in the price table" if model else "the batch does not name its model"
-        return CostReport(model, inp, cached, out, reasoning, None, note=note)
+        return CostReport.unpriced(model, usage, note)
     name, price = found
+    report = CostReport.unpriced(model, usage, "")
+    inp, cached, out = report.input_tokens, report.cached_input_tokens, report.output_tokens
     cached_price = price.input if price.cached_input is None else price.cached_input
     cost = _usd(inp - cached, price.input) + _usd(cached, cached_price) + _usd(out, price.output)
-    return CostReport(model, inp, cached, out, reasoning, round(cost, 6), priced_as=name, price=price)
+    return replace(report, cost_usd=round(cost, 6), priced_as=name, price=price, note=None)

@@ -7,6 +7,7 @@ turn the trigger's event back into a batch; push the result XComs; fail with the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,12 @@ from airflow_provider_openai_batch.outcome import BatchOutcome, PollErrorBudget,
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_openai_batch.pricing import PriceTable
+
 __all__ = [
     "XCOM_BATCH",
     "XCOM_BATCH_ID",
+    "XCOM_COST",
     "XCOM_ERROR_FILE_ID",
     "XCOM_OUTPUT_FILE_ID",
     "BatchWaitMixin",
@@ -32,6 +36,7 @@ XCOM_BATCH_ID = "batch_id"
 XCOM_OUTPUT_FILE_ID = "output_file_id"
 XCOM_ERROR_FILE_ID = "error_file_id"
 XCOM_BATCH = "batch"
+XCOM_COST = "cost"
 
 
 def default_deferrable() -> bool:
@@ -69,6 +74,8 @@ class BatchWaitMixin:
     allow_partial: bool
     max_failed_requests: int | float | None
     max_consecutive_errors: int
+    #: price overrides given to the operator (see :mod:`~airflow_provider_openai_batch.pricing`).
+    prices: Mapping[str, Any] | str | None = None
 
     @cached_property
     def hook(self) -> OpenAIBatchHook:
@@ -153,12 +160,46 @@ class BatchWaitMixin:
 
     # -- finishing -----------------------------------------------------------------------------
 
+    def price_table(self) -> PriceTable:
+        """The shipped prices, overridden by the connection extra's ``prices`` and then by ``self.prices``.
+
+        :raises PricingError: when an override is malformed.
+        """
+        from airflow_provider_openai_batch.pricing import resolve_price_table
+
+        extra = self.hook.get_connection(self.conn_id).extra_dejson
+        connection_prices = extra.get("prices") if isinstance(extra, Mapping) else None
+        return resolve_price_table(
+            conn_id=self.conn_id, connection_prices=connection_prices, operator_prices=self.prices
+        )
+
+    def report_cost(self, batch: Batch) -> dict[str, Any] | None:
+        """The batch's usage and cost at batch prices, logged in one line; ``None`` without ``usage``.
+
+        Never fails the task: the batch has run, and a price problem is a warning, not a lost result.
+        """
+        from airflow_provider_openai_batch.pricing import CostReport, PricingError, batch_cost
+
+        if batch.usage is None:
+            self.log.info("Batch %s reports no token usage, so no cost", batch.id)  # type: ignore[attr-defined]
+            return None
+        try:
+            table = self.price_table()
+        except PricingError as exc:
+            self.log.warning("No cost for batch %s: %s", batch.id, exc)  # type: ignore[attr-defined]
+            return CostReport.unpriced(batch.model, batch.usage, str(exc)).to_dict()
+        report = batch_cost(batch.model, batch.usage, table)
+        assert report is not None
+        self.log.info("%s", report.describe())  # type: ignore[attr-defined]
+        return report.to_dict()
+
     def push_batch_xcoms(self, context: Context, batch: Batch) -> None:
-        """Push ``output_file_id``, ``error_file_id`` and the ``batch`` summary."""
+        """Push ``output_file_id``, ``error_file_id``, the ``batch`` summary and its ``cost``."""
         ti = context["ti"]
         ti.xcom_push(key=XCOM_OUTPUT_FILE_ID, value=batch.output_file_id)
         ti.xcom_push(key=XCOM_ERROR_FILE_ID, value=batch.error_file_id)
         ti.xcom_push(key=XCOM_BATCH, value=batch.summary())
+        ti.xcom_push(key=XCOM_COST, value=self.report_cost(batch))
 
     def finish(self, context: Context, batch: Batch) -> BatchOutcome:
         """Judge a terminal batch, push its XComs, and fail the task (without retry) when it failed.

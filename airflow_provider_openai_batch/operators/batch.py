@@ -90,7 +90,8 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     are not reused.
 
     XComs: ``batch_id`` (pushed the moment the batch exists, before any waiting) and ``return_value`` =
-    the batch id. With ``wait_for_completion`` also ``output_file_id``, ``error_file_id`` and ``batch``.
+    the batch id. With ``wait_for_completion`` also ``output_file_id``, ``error_file_id``, ``batch`` and
+    ``cost`` (tokens and USD at batch prices, see :mod:`~airflow_provider_openai_batch.pricing`).
 
     :param endpoint: API endpoint of every request, e.g. ``/v1/chat/completions`` (templated).
     :param input_file_id: an uploaded ``purpose=batch`` file (templated). Give this or ``input_file``.
@@ -111,6 +112,9 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         success, cleared, or timed out by ``execution_timeout``), also while deferred on Airflow 3.3+.
     :param delete_input_on_failure: delete the file this task uploaded when the batch cannot be created.
     :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
+    :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
+        USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices`` (an
+        Azure deployment or a gateway has its own names and prices). Used for the ``cost`` XCom.
     """
 
     template_fields: Sequence[str] = (
@@ -144,6 +148,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         cancel_on_kill: bool = True,
         delete_input_on_failure: bool = True,
         max_consecutive_errors: int = 10,
+        prices: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -166,6 +171,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.delete_input_on_failure = delete_input_on_failure
         self.max_consecutive_errors = max_consecutive_errors
+        self.prices = prices
         self.batch_id: str | None = None
 
     def _wait_timeout(self) -> float | None:

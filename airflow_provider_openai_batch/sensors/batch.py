@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,8 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
     between pokes).
 
     XComs: ``return_value`` = ``output_file_id``; ``error_file_id``; ``batch`` (status, request counts,
-    usage, errors, timestamps).
+    usage, errors, timestamps); ``cost`` (input, cached input, output and reasoning tokens, and the cost in
+    USD at batch prices with the prices' date and source; ``None`` when the batch reports no usage).
 
     Failure: ``failed`` fails the task with the batch's errors (code, line, message); ``expired`` and
     ``cancelled`` fail with the partial counts unless ``allow_partial``; a completed batch fails when every
@@ -51,6 +52,8 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
     :param cancel_on_kill: cancel the batch when a user kills the deferred sensor (Airflow 3.3+). Off by
         default: a sensor usually watches a batch another task owns.
     :param max_consecutive_errors: transient poll failures in a row tolerated before giving up.
+    :param prices: price overrides for the ``cost`` XCom, ``{model: {"input", "output", "cached_input"?}}``
+        in USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
     """
 
     template_fields: Sequence[str] = ("batch_id", "conn_id")
@@ -68,6 +71,7 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
         max_failed_requests: int | float | None = None,
         cancel_on_kill: bool = False,
         max_consecutive_errors: int = 10,
+        prices: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -80,6 +84,7 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.max_failed_requests = max_failed_requests
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
+        self.prices = prices
 
     def _wait_timeout(self) -> float | None:
         return as_seconds(self.timeout)

@@ -231,7 +231,7 @@ def test_wait_for_completion_in_the_worker(openai_conn: EmulatorServer, tmp_path
     batch_id = op.execute(context(ti))
 
     assert openai_conn.get_batch(batch_id)["status"] == "completed"
-    assert [key for key, _ in ti.pushes] == ["batch_id", "output_file_id", "error_file_id", "batch"]
+    assert [key for key, _ in ti.pushes] == ["batch_id", "output_file_id", "error_file_id", "batch", "cost"]
     assert ti.xcoms["output_file_id"] == openai_conn.get_batch(batch_id)["output_file_id"]
 
 
