@@ -65,6 +65,14 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Exponential backoff base between retries; jitter is added.",
         "schema": {"type": ["number", "null"], "minimum": 0, "default": 0.5},
     },
+    "console_url": {
+        "label": "Console URL",
+        "description": (
+            "Optional link target for the task's 'OpenAI Batch' button, with {batch_id} in it. Without it, "
+            "only OpenAI's API host gets a link (platform.openai.com)."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
     "verify_ssl": {
         "label": "Verify TLS",
         "description": "Verify the server's TLS certificate. Turn off only for a trusted local gateway.",
