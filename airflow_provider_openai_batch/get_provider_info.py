@@ -104,7 +104,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "OpenAI Batch",
-                "python-modules": ["airflow_provider_openai_batch.operators.batch"],
+                "python-modules": [
+                    "airflow_provider_openai_batch.operators.batch",
+                    "airflow_provider_openai_batch.operators.job",
+                ],
             }
         ],
         "sensors": [
@@ -116,7 +119,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "OpenAI Batch",
-                "python-modules": ["airflow_provider_openai_batch.triggers.batch"],
+                "python-modules": [
+                    "airflow_provider_openai_batch.triggers.batch",
+                    "airflow_provider_openai_batch.triggers.job",
+                ],
             }
         ],
         "connection-types": [

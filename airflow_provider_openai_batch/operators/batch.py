@@ -41,6 +41,21 @@ def task_instance_key(context: Context, *parts: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
+def check_create_arguments(endpoint: object, metadata: Any, output_expires_after: Any) -> None:
+    """Check what a create task sends with its batch, before anything is uploaded or billed.
+
+    :raises ValueError: naming the argument.
+    """
+    from airflow_provider_openai_batch.hooks.openai_batch import validate_metadata, validate_output_expires_after
+
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {endpoint!r}")
+    validate_metadata(metadata)
+    if metadata is not None and len(metadata) > 15:
+        raise ValueError(f"metadata has {len(metadata)} pairs; at most 15 leave room for the idempotency tag")
+    validate_output_expires_after(output_expires_after)
+
+
 class _InputFile:
     """A batch input given as a local path, a ``file://``/``s3://``/... URI or an ``ObjectStoragePath``."""
 
@@ -178,16 +193,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         return as_seconds(self.wait_timeout)
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_openai_batch.hooks.openai_batch import validate_metadata, validate_output_expires_after
-
-        # Everything the client can check is checked before anything is uploaded or billed.
-        if not isinstance(self.endpoint, str) or not self.endpoint.startswith("/"):
-            raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {self.endpoint!r}")
-        validate_metadata(self.metadata)
-        if self.metadata is not None and len(self.metadata) > 15:
-            raise ValueError(f"metadata has {len(self.metadata)} pairs; at most 15 leave room for the idempotency tag")
-        validate_output_expires_after(self.output_expires_after)
-
+        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after)
         batch = self._create_or_reuse(context)
         self.batch_id = batch.id
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)

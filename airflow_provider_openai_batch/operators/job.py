@@ -1,0 +1,438 @@
+"""OpenAIBatchJobOperator: one JSONL input of any size in, one merged output (in input order) out."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, Verdict
+from airflow_provider_openai_batch.waiting import airflow_exceptions, as_seconds, default_deferrable
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+    from airflow_provider_openai_batch.job.limits import ShardLimits
+    from airflow_provider_openai_batch.job.merge import MergeStats
+    from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
+    from airflow_provider_openai_batch.job.split import SplitInput
+    from airflow_provider_openai_batch.models import Batch
+
+__all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
+
+#: XCom key of the shard batch ids, pushed as soon as every shard batch exists.
+XCOM_BATCH_IDS = "batch_ids"
+#: XCom key of the manifest (also the return value), pushed on failure too.
+XCOM_MANIFEST = "manifest"
+#: How many of the newest batches are scanned for shard batches an earlier try created.
+REUSE_SCAN = 1000
+
+
+class OpenAIBatchJobOperator(BaseOperator):
+    """Runs one JSONL input of any size as one job: split into batches, wait once, merge in input order.
+
+    1. **Split**: the input is read once, streaming; every line is checked (problems are reported with
+       their line numbers before anything is uploaded), and the requests are cut, at line boundaries, into
+       shards within the connection's per-batch limits (requests, bytes, embedding inputs) or smaller ones
+       you set. An input that mixes models gets shards of one model each.
+    2. **Submit**: each shard becomes a batch tagged with a key made of the task instance, the input's hash
+       and the shard's place. A retry or a clear reuses every shard batch that is running or completed and
+       creates only the missing ones. An input that fits one batch is one batch, tagged as the Create
+       operator tags it.
+    3. **Wait once**: one deferral, one trigger for all shard batches (no worker slot), with a progress line
+       for the whole job.
+    4. **Merge**: outputs and errors of every shard into ``<name>_output.jsonl`` and ``<name>_error.jsonl``
+       at ``destination``, in input order: answers in the output file, failed and unanswered lines in the
+       error file. Memory stays small whatever the job's size (on-disk indexes).
+    5. **Judge** the whole job as the sensor judges one batch, and return the manifest.
+
+    XComs: ``batch_ids`` (as soon as all shard batches exist), ``manifest`` and ``return_value`` (the
+    manifest: every shard's batch id, line range, status and counts; the merged files' paths, lines and
+    bytes; totals, failed lines by error code, token usage).
+
+    :param endpoint: the endpoint of every request, e.g. ``/v1/chat/completions`` (templated).
+    :param input_file: a local path, a URI (``s3://``, ``file://``, ...) or an ``ObjectStoragePath`` of the
+        JSONL input (templated). It must stay unchanged until the job ends: the merge reads it again.
+    :param destination: a local folder, a URI or an ``ObjectStoragePath`` for the merged files (templated).
+    :param completion_window: ``24h`` on OpenAI (templated).
+    :param metadata: up to 15 string pairs of your own, put on every shard batch (templated).
+    :param output_expires_after: seconds after which the shard batches' output files expire (templated).
+    :param conn_id: Airflow connection id; its API type sets the per-batch limits (OpenAI: 50,000 requests,
+        Azure: 100,000; 200 MB; 50,000 embedding inputs).
+    :param max_requests_per_batch: a smaller request limit per shard.
+    :param max_bytes_per_batch: a smaller byte limit per shard.
+    :param max_embedding_inputs_per_batch: a smaller embedding-input limit per shard.
+    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param poll_interval: seconds between poll rounds while waiting.
+    :param wait_timeout: how long to wait (default 26 h); the batches are left running when it elapses.
+    :param allow_partial: accept expired or cancelled shard batches that kept some results.
+    :param max_failed_requests: failed or unanswered lines the job may have: a count or a share of the
+        job's requests; ``None`` accepts any number short of all.
+    :param cancel_on_kill: cancel every shard batch of this task still running when the task is killed
+        (also while deferred on Airflow 3.3+).
+    :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
+    """
+
+    template_fields: Sequence[str] = (
+        "endpoint",
+        "input_file",
+        "destination",
+        "completion_window",
+        "metadata",
+        "output_expires_after",
+    )
+    template_fields_renderers = {"metadata": "json"}
+    ui_color = "#10a37f"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        input_file: Any,
+        destination: Any,
+        completion_window: str = "24h",
+        metadata: Mapping[str, str] | None = None,
+        output_expires_after: int | Mapping[str, Any] | None = None,
+        conn_id: str = "openai_default",
+        max_requests_per_batch: int | None = None,
+        max_bytes_per_batch: int | None = None,
+        max_embedding_inputs_per_batch: int | None = None,
+        deferrable: bool | None = None,
+        poll_interval: float = 60,
+        wait_timeout: timedelta | float | None = timedelta(hours=26),
+        allow_partial: bool = False,
+        max_failed_requests: int | float | None = None,
+        cancel_on_kill: bool = True,
+        max_consecutive_errors: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        FailedRequestsPolicy(max_failed_requests)
+        self.endpoint = endpoint
+        self.input_file = input_file
+        self.destination = destination
+        self.completion_window = completion_window
+        self.metadata = metadata
+        self.output_expires_after = output_expires_after
+        self.conn_id = conn_id
+        self.max_requests_per_batch = max_requests_per_batch
+        self.max_bytes_per_batch = max_bytes_per_batch
+        self.max_embedding_inputs_per_batch = max_embedding_inputs_per_batch
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.wait_timeout = wait_timeout
+        self.allow_partial = allow_partial
+        self.max_failed_requests = max_failed_requests
+        self.cancel_on_kill = cancel_on_kill
+        self.max_consecutive_errors = max_consecutive_errors
+        self.batch_ids: list[str] = []
+
+    @cached_property
+    def hook(self) -> OpenAIBatchHook:
+        """Built on first use: no connection lookup while a DAG file is parsed."""
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+        return OpenAIBatchHook(self.conn_id)
+
+    # -- split and submit ------------------------------------------------------------------------
+
+    def limits(self) -> ShardLimits:
+        """The connection's per-batch limits, narrowed by this task's own."""
+        from airflow_provider_openai_batch.job.limits import ShardLimits
+
+        return ShardLimits.for_api_type(self.hook.settings.api_type).narrowed(
+            max_requests=self.max_requests_per_batch,
+            max_bytes=self.max_bytes_per_batch,
+            max_embedding_inputs=self.max_embedding_inputs_per_batch,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openai_batch.job.split import split_input
+        from airflow_provider_openai_batch.operators.batch import _InputFile, check_create_arguments
+
+        # Everything the client can check is checked before anything is uploaded or billed.
+        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after)
+        limits = self.limits()
+
+        source = _InputFile(self.input_file)
+        with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
+            started = time.monotonic()
+            with source.open() as handle:
+                split = split_input(handle, work, endpoint=self.endpoint, limits=limits, source=str(source))
+            plan = split.plan
+            self.log.info(
+                "Checked and split %s in %.1fs: %d requests, %d bytes -> %d shard(s) (limits: %s)",
+                source,
+                time.monotonic() - started,
+                plan.requests,
+                plan.bytes,
+                len(plan.shards),
+                limits.to_dict(),
+            )
+            plan, batches = self._submit(context, split, source.name)
+        context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
+        return self._wait(context, plan, batches)
+
+    def _keys(self, context: Context, plan: JobPlan) -> list[str]:
+        from airflow_provider_openai_batch.operators.batch import task_instance_key
+
+        if len(plan.shards) == 1:
+            # The Create operator's key: a one-batch job is that batch.
+            return [task_instance_key(context, "sha256", plan.sha256)]
+        limits = ",".join(str(v) for v in plan.limits.to_dict().values())
+        count = str(len(plan.shards))
+        return [
+            task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in plan.shards
+        ]
+
+    def _find_existing(self, keys: Sequence[str]) -> dict[str, Batch]:
+        """The running or completed batch of each key an earlier try created, in one scan of the newest batches."""
+        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
+        from airflow_provider_openai_batch.models import BatchStatus
+
+        wanted = set(keys)
+        decided: set[str] = set()
+        found: dict[str, Batch] = {}
+        for batch in self.hook.iter_batches(max_items=REUSE_SCAN):
+            key = (batch.metadata or {}).get(IDEMPOTENCY_METADATA_KEY)
+            if key not in wanted or key in decided:
+                continue
+            decided.add(key)  # the newest batch of a key decides, as for the Create operator
+            if batch.status is BatchStatus.CANCELLING or (batch.status.is_terminal and not batch.status.is_success):
+                self.log.info("Batch %s is %s; its shard is submitted again", batch.id, batch.status.value)
+                continue
+            found[key] = batch
+            if len(decided) == len(wanted):
+                break
+        return found
+
+    def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
+        plan = split.plan
+        keys = self._keys(context, plan)
+        existing = self._find_existing(keys)
+        stem = Path(name).stem or "job"
+        shards: list[ShardInfo] = []
+        batches: dict[str, Batch] = {}
+        for shard, path, key in zip(plan.shards, split.paths, keys, strict=True):
+            batch = existing.get(key)
+            if batch is not None:
+                self.log.info("Shard %d: reusing batch %s (%s)", shard.index, batch.id, batch.status.value)
+            else:
+                batch = self._create(path, f"{stem}.shard-{shard.index:05d}.jsonl", key)
+                self.log.info(
+                    "Shard %d (lines %d-%d, %d requests): batch %s",
+                    shard.index,
+                    shard.first_line,
+                    shard.last_line,
+                    shard.requests,
+                    batch.id,
+                )
+            self.batch_ids.append(batch.id)
+            shards.append(shard.with_batch(batch.id, reused=key in existing))
+            batches[batch.id] = batch
+        created = sum(1 for shard in shards if not shard.reused)
+        self.log.info("Job: %d shard batch(es), %d created, %d reused", len(shards), created, len(shards) - created)
+        return plan.with_shards(shards), batches
+
+    def _create(self, path: Path, filename: str, key: str) -> Batch:
+        uploaded = self.hook.upload_file(path, purpose="batch", filename=filename)
+        try:
+            return self.hook.create_batch(
+                input_file_id=uploaded.id,
+                endpoint=self.endpoint,
+                completion_window=self.completion_window,
+                metadata=self.metadata,
+                output_expires_after=self.output_expires_after,
+                idempotency_key=key,
+            )
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.hook.delete_file(uploaded.id)
+                self.log.info("Deleted the uploaded shard %s since no batch was created from it", uploaded.id)
+            raise
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _judge(self, plan: JobPlan, batches: Mapping[str, Batch], answered: int | None = None) -> Any:
+        from airflow_provider_openai_batch.job.verdict import judge_job
+
+        pairs = [
+            (shard, batches[shard.batch_id]) for shard in plan.shards if shard.batch_id and shard.batch_id in batches
+        ]
+        return judge_job(
+            pairs,
+            requests=plan.requests,
+            answered=answered,
+            allow_partial=self.allow_partial,
+            max_failed_requests=self.max_failed_requests,
+        )
+
+    def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
+        if self._judge(plan, batches).verdict is not Verdict.WAIT:
+            return self._finish(context, plan, batches)
+        if self.deferrable:
+            from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+
+            timeout = as_seconds(self.wait_timeout)
+            self.defer(
+                trigger=OpenAIBatchJobTrigger(
+                    conn_id=self.conn_id,
+                    batch_ids=plan.batch_ids,
+                    poll_interval=self.poll_interval,
+                    cancel_on_kill=self.cancel_on_kill,
+                    max_consecutive_errors=self.max_consecutive_errors,
+                    requests=plan.requests,
+                ),
+                method_name="execute_complete",
+                kwargs={"plan": plan.to_dict()},
+                timeout=timedelta(seconds=timeout) if timeout is not None else None,
+            )
+        return self._finish(context, plan, self._poll(plan, batches))
+
+    def _poll(self, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Batch]:
+        from airflow_provider_openai_batch.job.verdict import describe_job_progress
+
+        AirflowException, AirflowFailException = airflow_exceptions()
+        timeout = as_seconds(self.wait_timeout)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        budget = PollErrorBudget(self.max_consecutive_errors)
+        while self._judge(plan, batches).verdict is Verdict.WAIT:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise AirflowException(
+                    f"Timed out after {timeout:.0f}s waiting for the job's batches; they are still running and "
+                    "were not cancelled."
+                )
+            time.sleep(self.poll_interval)
+            for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
+                try:
+                    batches[batch_id] = self.hook.retrieve_batch(batch_id)
+                except Exception as exc:
+                    if not budget.tolerates(exc):
+                        gave_up = budget.consecutive > self.max_consecutive_errors
+                        raise (AirflowException if gave_up else AirflowFailException)(
+                            f"Stopped waiting for batch {batch_id}: {exc}"
+                        ) from exc
+                    self.log.warning("Polling batch %s failed (%d in a row): %s", batch_id, budget.consecutive, exc)
+                    break
+                budget.success()
+            self.log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
+        return batches
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger fired: every shard batch is terminal, or one failed."""
+        from airflow_provider_openai_batch.job.plan import JobPlan
+        from airflow_provider_openai_batch.models import Batch
+        from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
+
+        AirflowException, AirflowFailException = airflow_exceptions()
+        if plan is None or not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
+            raise AirflowException(f"Unexpected trigger event: {event!r}")
+        job = JobPlan.from_dict(plan)
+        self.batch_ids = job.batch_ids
+        if event["status"] == EVENT_ERROR:
+            message = str(event.get("message") or "the trigger stopped without a message")
+            raise (AirflowException if event.get("retryable") else AirflowFailException)(message)
+        batches = {batch.id: batch for batch in (Batch.from_dict(item) for item in event.get("batches") or [])}
+        for batch_id in job.batch_ids:
+            if batch_id not in batches:
+                batches[batch_id] = self.hook.retrieve_batch(batch_id)
+        return self._finish(context, job, batches)
+
+    # -- merging and judging -------------------------------------------------------------------
+
+    def _finish(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
+        from airflow_provider_openai_batch.job.manifest import build_manifest
+
+        _, AirflowFailException = airflow_exceptions()
+        ti = context["ti"]
+        first = self._judge(plan, batches)
+        if first.reason == "shard_failed":  # nothing to merge while the other shards may still run
+            manifest = build_manifest(
+                plan, batches, output=None, error=None, stats=None, verdict="fail", reason=first.reason
+            )
+            ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
+            raise AirflowFailException(first.message)
+        output, error, stats = self._merge(plan, batches)
+        outcome = self._judge(plan, batches, answered=stats.output_lines)
+        verdict = "fail" if outcome.verdict is Verdict.FAIL else "succeed"
+        manifest = build_manifest(
+            plan, batches, output=output, error=error, stats=stats, verdict=verdict, reason=outcome.reason
+        )
+        ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
+        files = f" Merged output: {output['path']}" + (f"; errors: {error['path']}" if error else "")
+        if outcome.verdict is Verdict.FAIL:
+            raise AirflowFailException(outcome.message + files)
+        self.log.info("%s%s", outcome.message, files)
+        return manifest
+
+    def _merge(
+        self, plan: JobPlan, batches: Mapping[str, Batch]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, MergeStats]:
+        from airflow_provider_openai_batch.job.destination import Destination
+        from airflow_provider_openai_batch.job.merge import ResultFile, merge_results
+        from airflow_provider_openai_batch.operators.batch import _InputFile
+
+        source = _InputFile(self.input_file)
+        stem = Path(source.name).stem or "job"
+        with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
+            work = Path(scratch)
+            started = time.monotonic()
+            results: list[ResultFile] = []
+            for shard in plan.shards:
+                batch = batches[str(shard.batch_id)]
+                for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
+                    if file_id:
+                        path = work / f"{file_id}.jsonl"
+                        self.hook.download_file(file_id, path)
+                        results.append(ResultFile(path, ok=ok))
+            downloaded = time.monotonic()
+            destination = Destination(self.destination, work)
+            out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
+            with (
+                destination.writer(out_name) as (out, out_scratch),
+                destination.writer(err_name) as (err, err_scratch),
+                source.open() as handle,
+            ):
+                stats = merge_results(handle, results, out, err, plan=plan, workdir=work)
+            output = {"path": destination.publish(out_name, out_scratch), "lines": stats.output_lines}
+            output["bytes"] = stats.output_bytes
+            error: dict[str, Any] | None = None
+            if stats.error_lines:
+                error = {"path": destination.publish(err_name, err_scratch), "lines": stats.error_lines}
+                error["bytes"] = stats.error_bytes
+            else:
+                destination.discard(err_name, err_scratch)
+        self.log.info(
+            "Merged %d result file(s) in input order: %d answered, %d failed or unanswered (%d missing); "
+            "download %.1fs, merge %.1fs",
+            len(results),
+            stats.output_lines,
+            stats.error_lines,
+            stats.missing,
+            downloaded - started,
+            time.monotonic() - downloaded,
+        )
+        if stats.unexpected:
+            self.log.warning("%d result line(s) matched no input line and were left out", stats.unexpected)
+        return output, error, stats
+
+    def on_kill(self) -> None:
+        """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""
+        if not self.cancel_on_kill:
+            return
+        for batch_id in self.batch_ids:
+            try:
+                batch = self.hook.cancel_batch(batch_id)
+                self.log.info("Task killed: cancel requested for batch %s (%s)", batch_id, batch.status.value)
+            except Exception as exc:
+                self.log.warning("Task killed but cancelling batch %s failed: %s", batch_id, exc)

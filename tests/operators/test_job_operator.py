@@ -1,0 +1,213 @@
+"""OpenAIBatchJobOperator against the emulator: split, submit, reuse, wait once, merge in input order, verdict, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from airflow_compat import AirflowFailException, TaskDeferred
+from batch_testkit import ENDPOINT, FakeTI, chat_line, context, wait_for_status, write_jsonl
+
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
+from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
+from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
+from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
+from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+
+
+def job_op(tmp_path: Path, **kwargs: Any) -> OpenAIBatchJobOperator:
+    kwargs.setdefault("task_id", "job")
+    kwargs.setdefault("endpoint", ENDPOINT)
+    kwargs.setdefault("input_file", tmp_path / "in.jsonl")
+    kwargs.setdefault("destination", tmp_path / "out")
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("deferrable", False)
+    return OpenAIBatchJobOperator(**kwargs)
+
+
+def ids(path: str | Path) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in Path(path).read_text().splitlines()]
+
+
+def run_trigger(trigger: OpenAIBatchJobTrigger) -> list[dict[str, Any]]:
+    async def drain() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(asyncio.wait_for(drain(), 20))
+
+
+def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 10, failing=2)
+    ti = FakeTI()
+
+    manifest = job_op(tmp_path, max_requests_per_batch=4).execute(context(ti))
+
+    assert len(openai_conn.batches) == 3
+    assert ti.xcoms["batch_ids"] == [s["batch_id"] for s in manifest["shards"]]
+    assert ti.xcoms["manifest"] == manifest
+    assert [(s["first_line"], s["last_line"], s["requests"]) for s in manifest["shards"]] == [
+        (1, 4, 4),
+        (5, 8, 4),
+        (9, 10, 2),
+    ]
+    assert {s["status"] for s in manifest["shards"]} == {"completed"}
+    # The emulator answers in hash order, not input order; the merge restores input order line by line.
+    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(2, 10)]
+    assert ids(manifest["error"]["path"]) == ["req-0", "req-1"]
+    assert manifest["output"]["path"] == str(tmp_path / "out" / "in_output.jsonl")
+    assert manifest["totals"] == {
+        "requests": 10,
+        "completed": 8,
+        "failed": 2,
+        "missing": 0,
+        "unexpected": 0,
+        "batches": 3,
+        "batches_reused": 0,
+    }
+    assert manifest["usage"]["total_tokens"] > 0
+    assert manifest["verdict"] == "succeed" and manifest["errors_by_code"]
+    assert not list((tmp_path / "out").glob(".*part"))
+
+
+def test_a_job_that_fits_one_batch_is_the_create_operators_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 3)
+    ti = FakeTI(task_id="same")
+    created = OpenAIBatchCreateOperator(task_id="same", endpoint=ENDPOINT, input_file=tmp_path / "in.jsonl")
+    batch_id = created.execute(context(ti))
+    wait_for_status(openai_conn, batch_id, "completed")
+
+    manifest = job_op(tmp_path, task_id="same").execute(context(ti))
+
+    assert list(openai_conn.batches) == [batch_id]
+    assert manifest["shards"][0]["batch_id"] == batch_id and manifest["shards"][0]["reused"]
+    assert ids(manifest["output"]["path"]) == ["req-0", "req-1", "req-2"]
+    assert manifest["error"] is None
+
+
+def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 9)
+    ti = FakeTI()
+    openai_conn.faults.add("POST /v1/batches", "status", status=400, after=2, times=1)
+
+    with pytest.raises(BadRequestError):
+        job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+    first = dict(openai_conn.batches)
+    assert len(first) == 2
+    uploads = openai_conn.counters.files_uploaded
+
+    manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+
+    assert len(openai_conn.batches) == 3 and openai_conn.counters.batches_created == 3
+    assert openai_conn.counters.files_uploaded == uploads + 1  # only the missing shard is uploaded
+    assert [s["reused"] for s in manifest["shards"]] == [True, True, False]
+    assert {s["batch_id"] for s in manifest["shards"][:2]} == set(first)
+    keys = [b["metadata"][IDEMPOTENCY_METADATA_KEY] for b in openai_conn.batches.values()]
+    assert len(set(keys)) == 3
+    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(9)]
+
+
+def test_deferrable_job_waits_once_for_every_shard(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 7)
+    ti = FakeTI()
+    op = job_op(tmp_path, max_requests_per_batch=3, deferrable=True)
+
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context(ti))
+
+    deferred = info.value
+    trigger = deferred.trigger
+    assert isinstance(trigger, OpenAIBatchJobTrigger)
+    assert trigger.batch_ids == ti.xcoms["batch_ids"] and len(trigger.batch_ids) == 3
+    assert trigger.cancel_on_kill and "sk-" not in json.dumps(trigger.serialize()[1])
+    (event,) = run_trigger(trigger)
+    assert len(event["batches"]) == 3
+    resumed = job_op(tmp_path, max_requests_per_batch=3, deferrable=True)
+    manifest = resumed.execute_complete(context(ti), event, **(deferred.kwargs or {}))
+
+    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(7)]
+    assert manifest["totals"]["completed"] == 7
+
+
+def test_bad_input_fails_before_any_upload(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    lines = [chat_line(i) for i in range(6)]
+    lines[4]["custom_id"] = "req-1"
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    with pytest.raises(BatchInputError, match="line 5"):
+        job_op(tmp_path, max_requests_per_batch=2).execute(context())
+
+    assert openai_conn.counters.files_uploaded == 0 and not openai_conn.batches
+
+
+def test_expired_shards_need_allow_partial(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 8)
+    ti = FakeTI()
+
+    with pytest.raises(AirflowFailException, match="allow_partial"):
+        job_op(tmp_path, max_requests_per_batch=4, metadata={"emulator": "expire"}).execute(context(ti))
+    failed = ti.xcoms["manifest"]
+    assert failed["verdict"] == "fail" and failed["reason"] == "expired"
+
+    manifest = job_op(
+        tmp_path, task_id="partial", max_requests_per_batch=4, metadata={"emulator": "expire"}, allow_partial=True
+    ).execute(context(FakeTI(task_id="partial")))
+
+    assert manifest["reason"] == "partial"
+    answered, unanswered = ids(manifest["output"]["path"]), ids(manifest["error"]["path"])
+    assert len(answered) == 4 and len(unanswered) == 4
+    assert sorted(answered + unanswered, key=lambda c: int(c.split("-")[1])) == [f"req-{i}" for i in range(8)]
+    assert answered == sorted(answered, key=lambda c: int(c.split("-")[1]))
+    assert manifest["errors_by_code"] == {"batch_expired": 4}
+
+
+def test_max_failed_requests_counts_the_whole_job(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 8, failing=3)
+
+    with pytest.raises(AirflowFailException, match="max_failed_requests=2"):
+        job_op(tmp_path, max_requests_per_batch=4, max_failed_requests=2).execute(context())
+
+    manifest = job_op(tmp_path, task_id="ok", max_requests_per_batch=4, max_failed_requests=3).execute(
+        context(FakeTI(task_id="ok"))
+    )
+    assert manifest["totals"]["failed"] == 3
+
+
+def test_object_storage_destination(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 5, failing=1)
+
+    manifest = job_op(
+        tmp_path,
+        input_file=ObjectStoragePath(f"file://{tmp_path}/in.jsonl"),
+        destination=ObjectStoragePath(f"file://{tmp_path}/remote"),
+        max_requests_per_batch=2,
+    ).execute(context())
+
+    assert ids(tmp_path / "remote" / "in_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
+    assert ids(tmp_path / "remote" / "in_error.jsonl") == ["req-0"]
+    assert manifest["output"]["lines"] == 4 and manifest["error"]["bytes"] > 0
+
+
+def test_kill_cancels_every_shard_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 6)
+    op = job_op(tmp_path, max_requests_per_batch=2, deferrable=True, metadata={"emulator": "hold"})
+    with pytest.raises(TaskDeferred) as info:
+        op.execute(context())
+
+    op.on_kill()
+
+    for batch_id in openai_conn.batches:
+        wait_for_status(openai_conn, batch_id, "cancelling", "cancelled")
+    assert len(openai_conn.batches) == 3
+    assert isinstance(info.value.trigger, OpenAIBatchJobTrigger)
+
+
+def test_limits_above_the_connections_are_refused(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 2)
+    with pytest.raises(ValueError, match="over the connection's limit"):
+        job_op(tmp_path, max_requests_per_batch=50_001).execute(context())
+    assert openai_conn.counters.files_uploaded == 0

@@ -1,0 +1,111 @@
+"""OpenAIBatchJobTrigger against the emulator: one event for every shard, early on a failed shard, on_kill."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from typing import Any
+
+import pytest
+from batch_testkit import invalid_jsonl, new_batch, wait_for_status
+
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
+from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+
+POLL = 0.02
+
+
+def make_trigger(batch_ids: list[str], **kwargs: Any) -> OpenAIBatchJobTrigger:
+    kwargs.setdefault("poll_interval", POLL)
+    return OpenAIBatchJobTrigger(conn_id="openai_default", batch_ids=batch_ids, **kwargs)
+
+
+async def collect(trigger: OpenAIBatchJobTrigger, timeout: float = 15.0) -> list[dict[str, Any]]:
+    async def drain() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return await asyncio.wait_for(drain(), timeout)
+
+
+def test_serializes_to_ids_only_and_rebuilds() -> None:
+    trigger = make_trigger(["batch_a", "batch_b"], cancel_on_kill=True, requests=10)
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == trigger.serialize()
+    assert set(kwargs) == {
+        "conn_id",
+        "batch_ids",
+        "poll_interval",
+        "cancel_on_kill",
+        "max_consecutive_errors",
+        "requests",
+        "max_retries",
+    }
+    with pytest.raises(ValueError, match="at least one"):
+        make_trigger([])
+
+
+async def test_one_event_once_every_shard_is_terminal(
+    openai_conn: EmulatorServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ids = [new_batch(3).id, new_batch(2, failing=1).id, new_batch(4).id]
+
+    events = await collect(make_trigger(ids, requests=9))
+
+    (event,) = events
+    assert event["status"] == EVENT_TERMINAL
+    assert sorted(b["id"] for b in event["batches"]) == sorted(ids)
+    assert {b["status"] for b in event["batches"]} == {"completed"}
+    logged = "".join(capfd.readouterr())
+    assert "Job: 3/3 shard batches finished (3 completed); 8 completed / 1 failed of 9 requests" in logged
+
+
+async def test_a_failed_shard_fires_at_once_and_leaves_the_others_running(openai_conn: EmulatorServer) -> None:
+    held = new_batch(3, metadata={"emulator": "hold"}).id
+    bad = new_batch(content=invalid_jsonl()).id
+
+    (event,) = await collect(make_trigger([held, bad]))
+
+    statuses = {b["id"]: b["status"] for b in event["batches"]}
+    assert statuses[bad] == "failed" and statuses[held] in ("validating", "in_progress")
+    assert openai_conn.get_batch(held)["status"] == "in_progress"  # not cancelled: nobody asked
+
+
+async def test_transient_errors_are_tolerated_and_permanent_ones_end_the_wait(openai_conn: EmulatorServer) -> None:
+    batch_id = new_batch(2).id
+    openai_conn.faults.add("GET /v1/batches/{id}", "status", status=503, times=3)
+
+    (event,) = await collect(make_trigger([batch_id], max_retries=0))
+    assert event["status"] == EVENT_TERMINAL
+
+    (error,) = await collect(make_trigger([batch_id, "batch_gone"]))
+    assert error["status"] == EVENT_ERROR and error["batch_id"] == "batch_gone" and not error["retryable"]
+
+
+async def test_on_kill_cancels_every_unfinished_shard(openai_conn: EmulatorServer) -> None:
+    done = new_batch(2).id
+    wait_for_status(openai_conn, done, "completed")
+    held = [new_batch(2, metadata={"emulator": "hold"}).id for _ in range(2)]
+    trigger = make_trigger([done, *held], cancel_on_kill=True)
+    task = asyncio.ensure_future(collect(trigger))
+    for _ in range(500):
+        if done in trigger._finished:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+
+    await trigger.on_kill()
+
+    for batch_id in held:
+        assert openai_conn.get_batch(batch_id)["status"] in ("cancelling", "cancelled")
+    assert openai_conn.get_batch(done)["status"] == "completed"
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 2
+
+
+async def test_on_kill_does_nothing_without_cancel_on_kill(openai_conn: EmulatorServer) -> None:
+    held = new_batch(2, metadata={"emulator": "hold"}).id
+    await make_trigger([held]).on_kill()
+    assert openai_conn.get_batch(held)["status"] != "cancelling"
