@@ -58,42 +58,62 @@ class RequestBound:
 
 
 def _positive_int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return None
-    return value
+    # ``type() is int`` rather than isinstance: it leaves out bool, and this runs once per field per line.
+    return value if type(value) is int and value > 0 else None
 
 
-def _has_media(value: object, depth: int = 0) -> bool:
-    """Whether a content tree holds a non-text part (looked for only where prompts live, a few levels deep)."""
-    if depth > 6:
+def _has_media(items: object) -> bool:
+    """Whether ``messages`` (chat) or ``input`` (responses) holds a non-text part. Strings are text.
+
+    Exact ``type()`` checks (the body is parsed JSON, so only plain dicts and lists occur): this runs on
+    every line of the validating pass.
+    """
+    if type(items) is not list:
         return False
-    if isinstance(value, Mapping):
-        if value.get("type") in _MEDIA_TYPES:
+    for item in items:
+        if type(item) is not dict:
+            continue
+        content = item.get("content")
+        if type(content) is list:
+            for part in content:
+                if type(part) is dict and part.get("type") in _MEDIA_TYPES:
+                    return True
+        elif content is None and item.get("type") in _MEDIA_TYPES:
             return True
-        return any(_has_media(v, depth + 1) for k, v in value.items() if k in ("content", "input", "messages"))
-    if isinstance(value, list):
-        return any(_has_media(v, depth + 1) for v in value)
     return False
 
 
-def bound_request(endpoint: str, body: Mapping[str, Any], line_bytes: int) -> RequestBound | None:
-    """Upper bounds of one request's tokens; ``None`` for an endpoint that cannot be bounded.
-
-    :param endpoint: the batch endpoint in ``/v1/...`` form.
-    :param body: the request's ``body``.
-    :param line_bytes: UTF-8 size of the request's line (bounds the input tokens, see the module doc).
-    """
-    limits = _OUTPUT_LIMITS.get(endpoint)
+def _bound(endpoint: str | None, body: Mapping[str, Any], line: bytes) -> tuple[int | None, int, bool] | None:
+    """``(output limit or None, choices, media)`` of one request; ``None`` for an unsupported endpoint."""
+    limits = _OUTPUT_LIMITS.get(endpoint) if endpoint else None
     if limits is None:
         return None
     media = _has_media(body.get("messages")) or _has_media(body.get("input"))
     if not limits:  # embeddings: input only
-        return RequestBound(line_bytes, 0, 1, media)
-    limit = next((v for v in (_positive_int(body.get(k)) for k in limits) if v is not None), None)
+        return 0, 1, media
+    limit = None
+    for key in limits:
+        limit = _positive_int(body.get(key))
+        if limit is not None:
+            break
     choices = _positive_int(body.get("n")) or 1
     if endpoint == "/v1/completions":
         choices = max(choices, _positive_int(body.get("best_of")) or 1)
-    return RequestBound(line_bytes, limit, choices, media)
+    return limit, choices, media
+
+
+def bound_request(endpoint: str, body: Mapping[str, Any], line: bytes) -> RequestBound | None:
+    """Upper bounds of one request's tokens; ``None`` for an endpoint that cannot be bounded.
+
+    :param endpoint: the batch endpoint in ``/v1/...`` form.
+    :param body: the request's ``body``.
+    :param line: the request's line as UTF-8 bytes: its length bounds the input tokens (see the module doc).
+    """
+    bound = _bound(endpoint, body, line)
+    if bound is None:
+        return None
+    limit, choices, media = bound
+    return RequestBound(len(line), limit, choices, media)
 
 
 @dataclass(frozen=True)
@@ -174,76 +194,111 @@ class CostEstimate:
         return f"{head}; {drivers}" if drivers else head
 
 
+@dataclass
+class _Sums:
+    """The bounds of one model's requests, added up."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    limited_output_tokens: int = 0
+    #: completions (requests x choices) that set no limit.
+    unlimited_completions: int = 0
+    requests_without_limit: int = 0
+    requests_with_media: int = 0
+
+
 class CostEstimator:
-    """Adds up the per-request bounds during the validating pass; :meth:`result` prices the sums."""
+    """Adds up the per-request bounds during the validating pass; :meth:`result` prices the sums.
+
+    Sums are kept per model: a batch runs one model, but a multi-batch job's input may hold several.
+    """
 
     def __init__(self) -> None:
-        self.requests = 0
-        self.input_tokens = 0
-        self.limited_output_tokens = 0
-        #: completions (requests x choices) that set no limit.
-        self.unlimited_completions = 0
-        self.requests_without_limit = 0
-        self.requests_with_media = 0
+        self.sums: dict[str | None, _Sums] = {}
         self.unsupported_endpoint: str | None = None
 
-    def add(self, endpoint: str | None, body: Mapping[str, Any], line_bytes: int) -> None:
-        """Count one valid request (``endpoint`` in ``/v1/...`` form)."""
-        self.requests += 1
-        bound = bound_request(endpoint, body, line_bytes) if endpoint else None
+    def add(self, endpoint: str | None, body: Mapping[str, Any], line: bytes) -> None:
+        """Count one request (``endpoint`` in ``/v1/...`` form, ``body`` its request object, ``line`` its bytes)."""
+        model = body.get("model")
+        key = model if type(model) is str else None
+        sums = self.sums.get(key)
+        if sums is None:
+            sums = self.sums[key] = _Sums()
+        sums.requests += 1
+        bound = _bound(endpoint, body, line)
         if bound is None:
             self.unsupported_endpoint = endpoint or "unknown"
             return
-        self.input_tokens += bound.input_tokens
-        if bound.output_tokens is None:
-            self.unlimited_completions += bound.choices
-            self.requests_without_limit += 1
+        limit, choices, media = bound
+        sums.input_tokens += len(line)
+        if limit is None:
+            sums.unlimited_completions += choices
+            sums.requests_without_limit += 1
         else:
-            self.limited_output_tokens += bound.output_tokens * bound.choices
-        self.requests_with_media += bound.media
+            sums.limited_output_tokens += limit * choices
+        if media:
+            sums.requests_with_media += 1
 
-    def _estimate(self, model: str | None, endpoint: str | None, output_tokens: int | None, note: str) -> CostEstimate:
-        return CostEstimate(
-            model=model,
-            endpoint=endpoint,
-            requests=self.requests,
-            input_tokens=self.input_tokens,
-            output_tokens=output_tokens,
-            requests_without_limit=self.requests_without_limit,
-            requests_with_media=self.requests_with_media,
-            cost_usd=None,
-            note=note,
-        )
-
-    def result(self, model: str | None, endpoint: str | None, table: PriceTable | None = None) -> CostEstimate:
+    def result(self, endpoint: str | None, table: PriceTable | None = None) -> CostEstimate:
         """The estimate of everything added, priced with ``table`` (the shipped one when ``None``)."""
         table = table or default_price_table()
+        every = list(self.sums.values())
+        models = sorted(str(m) for m in self.sums)
+        unpriced = CostEstimate(
+            model=", ".join(models) or None,
+            endpoint=endpoint,
+            requests=sum(s.requests for s in every),
+            input_tokens=sum(s.input_tokens for s in every),
+            output_tokens=None,
+            requests_without_limit=sum(s.requests_without_limit for s in every),
+            requests_with_media=sum(s.requests_with_media for s in every),
+            cost_usd=None,
+        )
         if self.unsupported_endpoint is not None:
             supported = ", ".join(_OUTPUT_LIMITS)
-            note = f"no estimate for endpoint {self.unsupported_endpoint} (only {supported})"
-            return self._estimate(model, endpoint, None, note)
-        found = table.price_or_warn(model, what="cost estimate")
-        if found is None:
-            output = self.limited_output_tokens if not self.unlimited_completions else None
-            return self._estimate(model, endpoint, output, f"model {model!r} is not in the price table")
-        name, price = found
-        output_tokens = self.limited_output_tokens
-        if self.unlimited_completions:
-            if price.max_output_tokens is None:
-                note = f"requests without a completion-token limit, and no max_output_tokens for {name!r} in the table"
-                return self._estimate(model, endpoint, None, note)
-            output_tokens += self.unlimited_completions * price.max_output_tokens
-        in_cost = self.input_tokens * price.input / 1_000_000
-        out_cost = output_tokens * price.output / 1_000_000
+            return replace(unpriced, note=f"no estimate for endpoint {self.unsupported_endpoint} (only {supported})")
+        if not self.sums:
+            return replace(unpriced, output_tokens=0, cost_usd=0.0, input_cost_usd=0.0, output_cost_usd=0.0)
+        output_tokens: int | None = 0
+        in_cost = out_cost = 0.0
+        names, dates, sources, notes = [], set(), set(), []
+        for model, sums in sorted(self.sums.items(), key=lambda item: str(item[0])):
+            found = table.price_or_warn(model, what="cost estimate")
+            if found is None:
+                notes.append(f"model {model!r} is not in the price table")
+                if sums.unlimited_completions:
+                    output_tokens = None
+                elif output_tokens is not None:
+                    output_tokens += sums.limited_output_tokens
+                continue
+            name, price = found
+            model_output = sums.limited_output_tokens
+            if sums.unlimited_completions:
+                if price.max_output_tokens is None:
+                    notes.append(
+                        f"requests without a completion-token limit, and no max_output_tokens for {name!r} in the table"
+                    )
+                    output_tokens = None
+                    continue
+                model_output += sums.unlimited_completions * price.max_output_tokens
+            if output_tokens is not None:
+                output_tokens += model_output
+            in_cost += sums.input_tokens * price.input / 1_000_000
+            out_cost += model_output * price.output / 1_000_000
+            names.append(name)
+            dates.add(price.as_of or "unknown")
+            sources.add(price.source or "unknown")
+        if notes:
+            return replace(unpriced, output_tokens=output_tokens, note="; ".join(notes))
         return replace(
-            self._estimate(model, endpoint, output_tokens, ""),
+            unpriced,
+            output_tokens=output_tokens,
             cost_usd=_round_up(in_cost + out_cost),
             input_cost_usd=_round_up(in_cost),
             output_cost_usd=_round_up(out_cost),
-            priced_as=name,
-            prices_as_of=price.as_of,
-            prices_source=price.source,
-            note=None,
+            priced_as=", ".join(names),
+            prices_as_of=", ".join(sorted(dates)),
+            prices_source="; ".join(sorted(sources)),
         )
 
 

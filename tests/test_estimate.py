@@ -25,12 +25,9 @@ def line(custom_id: str, url: str, body: dict[str, Any]) -> bytes:
 
 def estimate_of(data: bytes, endpoint: str, table: PriceTable | None = None) -> CostEstimate:
     estimator = CostEstimator()
-    model = None
     for raw in data.splitlines(keepends=True):
-        body = json.loads(raw)["body"]
-        model = body["model"]
-        estimator.add(endpoint, body, len(raw))
-    return estimator.result(model, endpoint, table)
+        estimator.add(endpoint, json.loads(raw)["body"], raw)
+    return estimator.result(endpoint, table)
 
 
 # -- per-request bounds -------------------------------------------------------------------------
@@ -52,18 +49,22 @@ def estimate_of(data: bytes, endpoint: str, table: PriceTable | None = None) -> 
 def test_output_bound_comes_from_the_request_limit(
     endpoint: str, body: dict[str, Any], output: int | None, choices: int
 ) -> None:
-    bound = bound_request(endpoint, body, 123)
+    bound = bound_request(endpoint, body, b"x" * 123)
     assert bound is not None
     assert (bound.input_tokens, bound.output_tokens, bound.choices) == (123, output, choices)
 
 
 def test_images_and_files_are_flagged_as_unbounded() -> None:
     parts = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
-    chat = bound_request(CHAT, {"model": "m", "messages": [{"role": "user", "content": parts}]}, 100)
-    responses = bound_request(
-        RESPONSES, {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, 9
+
+    def bound(endpoint: str, body: dict[str, Any]) -> Any:
+        return bound_request(endpoint, body, json.dumps(body).encode())
+
+    chat = bound(CHAT, {"model": "m", "messages": [{"role": "user", "content": parts}]})
+    responses = bound(
+        RESPONSES, {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}
     )
-    text = bound_request(CHAT, {"model": "m", "messages": [{"role": "user", "content": "image_url"}]}, 100)
+    text = bound(CHAT, {"model": "m", "messages": [{"role": "user", "content": "image_url"}]})
     assert chat is not None and chat.media
     assert responses is not None and responses.media
     assert text is not None and not text.media
@@ -71,8 +72,8 @@ def test_images_and_files_are_flagged_as_unbounded() -> None:
 
 def test_unsupported_endpoint_has_no_estimate() -> None:
     estimator = CostEstimator()
-    estimator.add("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat"}, 50)
-    result = estimator.result("gpt-image-1", "/v1/images/generations")
+    estimator.add("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat"}, b"x" * 50)
+    result = estimator.result("/v1/images/generations")
     assert result.cost_usd is None and result.note is not None and "/v1/images/generations" in result.note
 
 
@@ -201,3 +202,62 @@ def test_cost_matches_a_hand_calculation_and_the_estimate_bounds_it(
     assert estimate.cost_usd >= report.cost_usd
     assert estimate.input_tokens >= batch.usage.input_tokens
     assert estimate.output_tokens == N * limit >= batch.usage.output_tokens
+
+
+# -- in the validating pass -----------------------------------------------------------------------
+
+
+def test_validate_batch_input_returns_the_estimate_of_the_same_pass(tmp_path: Any) -> None:
+    from airflow_provider_openai_batch.batch_input import InputSummary, validate_batch_input
+
+    data = b"".join(
+        line(f"r{i}", CHAT, {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+        for i in range(5)
+    )
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+
+    summary = validate_batch_input(path, endpoint="/chat/completions")
+
+    assert summary.estimate == estimate_of(data, CHAT)
+    assert summary.estimate is not None and summary.estimate.output_tokens == 45
+    again = InputSummary.from_dict(json.loads(json.dumps(summary.to_dict())))
+    assert again.estimate == summary.estimate
+
+
+def test_validate_batch_input_prices_the_estimate_with_the_given_table(tmp_path: Any) -> None:
+    from airflow_provider_openai_batch.batch_input import validate_batch_input
+
+    data = line("a", CHAT, {"model": "deployment-1", "messages": [], "max_tokens": 1000})
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(data)
+    table = default_price_table().with_overrides({"deployment-1": {"input": 2, "output": 4}}, origin="test")
+
+    summary = validate_batch_input(path, prices=table)
+
+    assert summary.estimate is not None
+    assert summary.estimate.cost_usd == pytest.approx((len(data) * 2 + 1000 * 4) / 1e6, abs=2e-6)
+
+
+def test_write_batch_input_returns_an_estimate_too(tmp_path: Any) -> None:
+    from airflow_provider_openai_batch.batch_input import build_embedding_requests, write_batch_input
+
+    summary = write_batch_input(
+        build_embedding_requests({"a": "one", "b": "two"}, model="text-embedding-3-small"),
+        tmp_path / "e.jsonl",
+        endpoint=EMBEDDINGS,
+    )
+    assert summary.estimate is not None
+    assert summary.estimate.output_tokens == 0
+    assert summary.estimate.input_tokens == (tmp_path / "e.jsonl").stat().st_size
+
+
+def test_several_models_are_priced_each_at_its_own_price() -> None:
+    data = line("a", CHAT, {"model": "gpt-4o", "messages": [], "max_tokens": 100}) + line(
+        "b", CHAT, {"model": "gpt-4o-mini", "messages": [], "max_tokens": 100}
+    )
+    first, second = data.splitlines(keepends=True)
+    result = estimate_of(data, CHAT)
+    hand = (len(first) * 1.25 + 100 * 5.0 + len(second) * 0.075 + 100 * 0.30) / 1e6
+    assert result.cost_usd == pytest.approx(hand, abs=2e-6)
+    assert result.priced_as == "gpt-4o, gpt-4o-mini"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch.batch_input.endpoints import normalize_endpoint
 from airflow_provider_openai_batch.batch_input.records import InputSummary
+from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError, InputProblem
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["DEFAULT_MAX_PROBLEMS", "LineChecker", "RequestCallback", "StopCheck", "show"]
 
@@ -73,6 +77,8 @@ class LineChecker:
         self.too_many_line: int | None = None
         self.hasher = hashlib.sha256()
         self.on_request = on_request
+        #: the pre-flight cost bound, added up in the same pass (see :mod:`~airflow_provider_openai_batch.estimate`).
+        self.estimator = CostEstimator()
 
     def add(self, line: int | None, code: str, message: str) -> None:
         if len(self.problems) >= self.max_problems:
@@ -164,6 +170,9 @@ class LineChecker:
             )
             return
         self._check_request(line_no, obj)
+        body = obj.get("body")
+        if isinstance(body, dict):
+            self.estimator.add(self.endpoint, body, data)
         if self.on_request is not None:
             self.on_request(line_no, obj)
 
@@ -245,7 +254,8 @@ class LineChecker:
         if self.requests == 0:
             self.add(None, "empty_file", "the file holds no requests")
 
-    def summary(self, path: str | None) -> InputSummary:
+    def summary(self, path: str | None, prices: PriceTable | None = None) -> InputSummary:
+        """What the file holds, with its cost estimate priced by ``prices`` (the shipped table by default)."""
         return InputSummary(
             path=path,
             requests=self.requests,
@@ -253,6 +263,7 @@ class LineChecker:
             model=self.model,
             endpoint=self.endpoint,
             sha256=self.hasher.hexdigest(),
+            estimate=self.estimator.result(self.endpoint, prices),
         )
 
     def raise_if_problems(self, source: str) -> None:

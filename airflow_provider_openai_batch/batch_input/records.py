@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from airflow_provider_openai_batch.estimate import CostEstimate
 
 __all__ = ["BatchRequest", "InputSummary"]
 
@@ -66,6 +68,8 @@ class InputSummary:
     :param endpoint: the endpoint all lines target, in ``/v1/...`` form (see :func:`normalize_endpoint`).
     :param sha256: hex SHA-256 of the file's bytes; a changed value means a changed input, which lets a
         re-run tell whether an already uploaded file can be reused.
+    :param estimate: an upper bound of what the batch will cost, counted in the same pass (see
+        :mod:`~airflow_provider_openai_batch.estimate`); ``None`` when not computed.
     """
 
     path: str | None
@@ -74,6 +78,8 @@ class InputSummary:
     model: str | None
     endpoint: str | None
     sha256: str
+    #: Left out of ``==``: two summaries of the same bytes are equal whatever prices were used.
+    estimate: CostEstimate | None = field(default=None, compare=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSummary:
@@ -85,6 +91,7 @@ class InputSummary:
             model=data.get("model"),
             endpoint=data.get("endpoint"),
             sha256=str(data.get("sha256") or ""),
+            estimate=CostEstimate.from_dict(data["estimate"]) if isinstance(data.get("estimate"), Mapping) else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,4 +103,5 @@ class InputSummary:
             "model": self.model,
             "endpoint": self.endpoint,
             "sha256": self.sha256,
+            "estimate": self.estimate.to_dict() if self.estimate is not None else None,
         }

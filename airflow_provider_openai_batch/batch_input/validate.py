@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_openai_batch.batch_input.checker import (
     DEFAULT_MAX_PROBLEMS,
@@ -14,6 +14,9 @@ from airflow_provider_openai_batch.batch_input.checker import (
 from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
 from airflow_provider_openai_batch.batch_input.reading import describe_source, iter_lines
 from airflow_provider_openai_batch.batch_input.records import InputSummary
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["validate_batch_input"]
 
@@ -26,6 +29,7 @@ def validate_batch_input(
     max_bytes: int = MAX_INPUT_BYTES,
     max_problems: int = DEFAULT_MAX_PROBLEMS,
     on_request: RequestCallback | None = None,
+    prices: PriceTable | None = None,
 ) -> InputSummary:
     """Check a batch input file against the Batch API's rules before it is uploaded.
 
@@ -45,7 +49,10 @@ def validate_batch_input(
         so that a wholly broken file does not produce an error message of a million lines.
     :param on_request: called with ``(line number, request object)`` for every line that is a JSON
         object, during the same pass (e.g. to estimate tokens without reading the file twice).
-    :returns: what the file holds, including its SHA-256.
+    :param prices: the price table for the cost estimate (see :mod:`~airflow_provider_openai_batch.pricing`);
+        the shipped one when ``None``.
+    :returns: what the file holds, including its SHA-256 and ``estimate``, an upper bound of its cost
+        counted in the same pass (see :mod:`~airflow_provider_openai_batch.estimate`).
     :raises BatchInputError: listing every problem (with its 1-based line and code) when any is found,
         or when the file is missing or unreadable.
     """
@@ -66,7 +73,7 @@ def validate_batch_input(
     except StopCheck:
         pass
     checker.raise_if_problems(description)
-    return checker.summary(path)
+    return checker.summary(path, prices)
 
 
 def _feed(stream: IO[Any], checker: LineChecker) -> None:
