@@ -290,9 +290,9 @@ class OpenAIBatchJobOperator(BaseOperator):
                     cancel_on_kill=self.cancel_on_kill,
                     max_consecutive_errors=self.max_consecutive_errors,
                     requests=plan.requests,
+                    plan=plan.to_dict(),
                 ),
                 method_name="execute_complete",
-                kwargs={"plan": plan.to_dict()},
                 timeout=timedelta(seconds=timeout) if timeout is not None else None,
             )
         return self._finish(context, plan, self._poll(plan, batches))
@@ -326,22 +326,22 @@ class OpenAIBatchJobOperator(BaseOperator):
             self.log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
         return batches
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, plan: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: every shard batch is terminal, or one failed."""
         from airflow_provider_openai_batch.job.plan import JobPlan
         from airflow_provider_openai_batch.models import Batch
         from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 
         AirflowException, AirflowFailException = airflow_exceptions()
-        if plan is None or not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
-            raise AirflowException(f"Unexpected trigger event: {event!r}")
-        job = JobPlan.from_dict(plan)
-        self.batch_ids = job.batch_ids
+        if not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
+            raise AirflowException(f"Unexpected trigger event: {str(event)[:500]}")
         if event["status"] == EVENT_ERROR:
             message = str(event.get("message") or "the trigger stopped without a message")
             raise (AirflowException if event.get("retryable") else AirflowFailException)(message)
+        if not isinstance(event.get("plan"), dict):
+            raise AirflowException("The trigger event carries no job plan")
+        job = JobPlan.from_dict(event["plan"])
+        self.batch_ids = job.batch_ids
         batches = {batch.id: batch for batch in (Batch.from_dict(item) for item in event.get("batches") or [])}
         for batch_id in job.batch_ids:
             if batch_id not in batches:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -37,6 +37,8 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         (Airflow 3.3+, which calls :meth:`on_kill`; never on triggerer restarts or timeouts).
     :param max_consecutive_errors: transient poll failures in a row tolerated before giving up.
     :param requests: the job's requests, for the progress line.
+    :param plan: the job's plan (shards and line ranges, no rows, no secret), handed back in the event: the
+        resumed task needs it, and defer ``kwargs`` do not survive every way of running a task (``dag.test()``).
     :param max_retries: retries per poll inside the hook.
     """
 
@@ -49,6 +51,7 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         cancel_on_kill: bool = False,
         max_consecutive_errors: int = 10,
         requests: int | None = None,
+        plan: Mapping[str, Any] | None = None,
         max_retries: int = 2,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -60,6 +63,7 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
         self.requests = requests
+        self.plan = dict(plan) if plan is not None else None
         self.max_retries = max_retries
         self._finished: set[str] = set()
 
@@ -73,6 +77,7 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "requests": self.requests,
+                "plan": self.plan,
                 "max_retries": self.max_retries,
             },
         )
@@ -121,7 +126,8 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                         last_progress = progress
                 failed = any(batch.status is BatchStatus.FAILED for batch in latest.values())
                 if failed or len(self._finished) == len(self.batch_ids):
-                    payload = {"status": EVENT_TERMINAL, "batches": [b.to_dict() for b in latest.values()]}
+                    batches = [b.to_dict() for b in latest.values()]
+                    payload = {"status": EVENT_TERMINAL, "batches": batches, "plan": self.plan}
                     yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
                     return
                 await asyncio.sleep(max(0.0, started + self.poll_interval * random.uniform(0.9, 1.1) - loop.time()))

@@ -38,11 +38,11 @@ def _make_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[
     )
 
 
-def test_examples_are_the_five_in_the_readme() -> None:
+def test_examples_are_the_six_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     listed = set(re.findall(r"^\| `(openai_batch_\w+)` \|", readme, flags=re.MULTILINE))
     assert set(EXAMPLES) == listed
-    assert len(EXAMPLES) == 5
+    assert len(EXAMPLES) == 6
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLES)

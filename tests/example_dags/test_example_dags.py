@@ -31,6 +31,7 @@ EXPECTED_TASKS = {
     },
     "openai_batch_cancel": {"write_input", "create_batch", "cancel_batch", "report"},
     "openai_batch_embeddings": {"write_input", "create_and_wait", "download_results", "vectors"},
+    "openai_batch_large_job": {"write_input", "run_job", "check_order"},
 }
 
 

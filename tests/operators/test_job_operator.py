@@ -127,7 +127,7 @@ def test_deferrable_job_waits_once_for_every_shard(openai_conn: EmulatorServer, 
     (event,) = run_trigger(trigger)
     assert len(event["batches"]) == 3
     resumed = job_op(tmp_path, max_requests_per_batch=3, deferrable=True)
-    manifest = resumed.execute_complete(context(ti), event, **(deferred.kwargs or {}))
+    manifest = resumed.execute_complete(context(ti), event)
 
     assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(7)]
     assert manifest["totals"]["completed"] == 7

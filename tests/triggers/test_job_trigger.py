@@ -42,6 +42,7 @@ def test_serializes_to_ids_only_and_rebuilds() -> None:
         "cancel_on_kill",
         "max_consecutive_errors",
         "requests",
+        "plan",
         "max_retries",
     }
     with pytest.raises(ValueError, match="at least one"):
