@@ -91,6 +91,11 @@ class OpenAIBatchAPIError(OpenAIBatchError):
         self.path = path
         super().__init__(self._render())
 
+    def add_hint(self, hint: str) -> None:
+        """Append what happened or what to do next to the message (``str(error)`` follows)."""
+        self.message = f"{self.message} ({hint})"
+        self.args = (self._render(),)
+
     def _render(self) -> str:
         call = f"{self.method} {self.path}" if self.method and self.path else "OpenAI API call"
         status = f"HTTP {self.status_code}" if self.status_code is not None else "no response"

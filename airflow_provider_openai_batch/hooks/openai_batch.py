@@ -1,11 +1,10 @@
-"""OpenAIBatchHook: every Batch and Files API call, with auth, timeouts, retries and streaming.
+"""OpenAIBatchHook: one short method per Batch and Files API call.
 
-The synchronous methods use one pooled :class:`requests.Session` per hook (keep-alive). The ``a``-prefixed
-twins that the trigger needs use one :class:`httpx.AsyncClient` per hook and never block the event loop:
-connection lookup is asynchronous and waits are ``asyncio.sleep``. Both paths describe calls with the same
-:class:`~airflow_provider_openai_batch.hooks._transport.ApiRequest`, retry with the same
-:class:`~airflow_provider_openai_batch.hooks._transport.RetryState` and map errors with the same
-:func:`~airflow_provider_openai_batch.hooks._transport.api_error`.
+How a call is sent lives elsewhere: :mod:`~airflow_provider_openai_batch.hooks._transport` holds both send
+loops (``requests`` for the worker, ``httpx`` for the triggerer) and their one retry policy,
+:mod:`~airflow_provider_openai_batch.hooks._errors` the one error mapping,
+:mod:`~airflow_provider_openai_batch.hooks._create_once` the rule that a create makes at most one object, and
+:mod:`~airflow_provider_openai_batch.hooks.validation` the argument checks shared with the operators.
 """
 
 from __future__ import annotations
@@ -14,36 +13,35 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import ssl
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.exceptions import (
-    APITimeoutError,
-    ConflictError,
-    InvalidResponseError,
-    OpenAIBatchAPIError,
-    ServerError,
-    redact,
-)
+from airflow_provider_openai_batch.exceptions import ConflictError
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
+from airflow_provider_openai_batch.hooks._content import FileContent
+from airflow_provider_openai_batch.hooks._create_once import CreateOnce
 from airflow_provider_openai_batch.hooks._multipart import MultipartFileBody
+from airflow_provider_openai_batch.hooks._request import ApiRequest
+from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
 from airflow_provider_openai_batch.hooks._transport import (
-    MAX_ERROR_BODY,
-    ApiRequest,
-    ConnectionSettings,
-    RetryState,
-    TransportFailure,
-    is_ambiguous,
-    transport_error,
+    AsyncTransport,
+    RetryPolicy,
+    SyncTransport,
+    new_async_client,
+    new_session,
+)
+from airflow_provider_openai_batch.hooks.validation import (
+    IDEMPOTENCY_METADATA_KEY,
+    MAX_METADATA_PAIRS,
+    check_id,
+    path_id,
+    validate_create_args,
 )
 from airflow_provider_openai_batch.models import Batch, BatchPage, BatchStatus, DeletedFile, FileObject
 
@@ -57,78 +55,14 @@ __all__ = ["IDEMPOTENCY_METADATA_KEY", "OpenAIBatchHook"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-#: Batch metadata key under which a run-stable idempotency key is stored.
-IDEMPOTENCY_METADATA_KEY = "airflow_idempotency_key"
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 DOWNLOAD_CHUNK = 1024 * 1024
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-.:]{1,256}$")
-
-
-def _check_id(kind: str, value: object) -> str:
-    """Reject an empty or malformed object id before it is put into a URL path."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{kind} must be a non-empty string, got {value!r}")
-    if not _ID_PATTERN.match(value):
-        raise ValueError(
-            f"{kind} {value!r} is malformed: expected letters, digits, '_', '-', '.' or ':' "
-            "(e.g. 'batch_abc123' / 'file-abc123')"
-        )
-    return value
-
-
-def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
-    """Check batch metadata against the API's limits before anything is sent.
-
-    :raises ValueError: naming the offending key.
-    """
-    if metadata is None:
-        return None
-    if not isinstance(metadata, Mapping):
-        raise ValueError(f"metadata must be a mapping of strings, got {type(metadata).__name__}")
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise ValueError(f"metadata has {len(metadata)} pairs; the API allows at most {MAX_METADATA_PAIRS}")
-    clean: dict[str, str] = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"metadata keys must be non-empty strings, got {key!r}")
-        if len(key) > MAX_METADATA_KEY:
-            raise ValueError(f"metadata key {key[:20]!r}... is {len(key)} chars; at most {MAX_METADATA_KEY}")
-        if not isinstance(value, str):
-            raise ValueError(f"metadata value of {key!r} must be a string, got {type(value).__name__}")
-        if len(value) > MAX_METADATA_VALUE:
-            raise ValueError(f"metadata value of {key!r} is {len(value)} chars; at most {MAX_METADATA_VALUE}")
-        clean[key] = value
-    return clean
-
-
-def validate_output_expires_after(value: Mapping[str, Any] | int | None) -> dict[str, Any] | None:
-    """Accept ``{"anchor": "created_at", "seconds": N}`` or a plain number of seconds.
-
-    :raises ValueError: when the shape is wrong. The seconds range is left to the server, which
-        differs between OpenAI (1 h - 30 d) and Azure (14 d - 30 d).
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("output_expires_after must be seconds or {'anchor': 'created_at', 'seconds': N}")
-    if isinstance(value, int):
-        value = {"anchor": "created_at", "seconds": value}
-    if not isinstance(value, Mapping) or set(value) - {"anchor", "seconds"}:
-        raise ValueError("output_expires_after must be seconds or {'anchor': 'created_at', 'seconds': N}")
-    seconds = value.get("seconds")
-    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
-        raise ValueError(f"output_expires_after.seconds must be a positive integer, got {seconds!r}")
-    return {"anchor": value.get("anchor", "created_at"), "seconds": seconds}
 
 
 class OpenAIBatchHook(BaseHook):
     """Talks to the OpenAI Batch and Files API (or Azure OpenAI, or a compatible gateway).
 
-    Nothing is read or opened in ``__init__``: the connection is looked up on first use.
+    Nothing is read or opened in ``__init__``: the connection is looked up on first use. The ``a``-prefixed
+    twins, for the triggerer, never block the event loop.
 
     :param conn_id: Airflow connection id. An ``openai`` connection made for the official provider works
         too: API key in Password, base URL in Host.
@@ -172,7 +106,7 @@ class OpenAIBatchHook(BaseHook):
         """The extra fields of the form, as declared in the provider info."""
         return CONN_FIELDS
 
-    # -- settings and clients ------------------------------------------------------------------
+    # -- settings and transports --------------------------------------------------------------------
 
     def _settings_from(self, conn: Any) -> ConnectionSettings:
         settings = ConnectionSettings.from_connection_fields(
@@ -205,17 +139,12 @@ class OpenAIBatchHook(BaseHook):
     @cached_property
     def session(self) -> requests.Session:
         """One pooled session per hook, so polling reuses one TCP connection."""
-        import requests
-        from requests.adapters import HTTPAdapter
+        return new_session(self.settings)
 
-        session = requests.Session()
-        # Retries are decided per call by RetryState (creates must not be repeated blindly).
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.verify = self.settings.verify_ssl
-        session.trust_env = True
-        return session
+    @cached_property
+    def transport(self) -> SyncTransport:
+        """The synchronous transport: sends, retries and maps errors."""
+        return SyncTransport(self.settings, self.session)
 
     def get_conn(self) -> requests.Session:
         """The pooled :class:`requests.Session` (Airflow's hook convention)."""
@@ -223,30 +152,19 @@ class OpenAIBatchHook(BaseHook):
 
     def close(self) -> None:
         """Close the pooled connections of the synchronous session."""
+        self.__dict__.pop("transport", None)
         if "session" in self.__dict__:
-            self.session.close()
-            del self.__dict__["session"]
+            self.__dict__.pop("session").close()
 
     async def _aclient(self) -> tuple[httpx.AsyncClient, ConnectionSettings]:
         settings = await self.aget_settings()
         if self._async_client is None:
-            tls = _TLS_CONTEXTS.get(settings.verify_ssl)
-            if tls is None:
-                # Loading the CA bundle takes 20-90 ms: do it once per process, off the event loop.
-                tls = await asyncio.to_thread(_tls_context, settings.verify_ssl)
-            import httpx
-
-            self._async_client = httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                verify=tls,
-                limits=httpx.Limits(
-                    max_connections=4,
-                    max_keepalive_connections=2,
-                    keepalive_expiry=self._keepalive_expiry if self._keepalive_expiry is not None else 5.0,
-                ),
-                follow_redirects=False,
-            )
+            self._async_client = await new_async_client(settings, keepalive_expiry=self._keepalive_expiry)
         return self._async_client, settings
+
+    async def _asend_json(self, request: ApiRequest) -> dict[str, Any]:
+        client, settings = await self._aclient()
+        return await AsyncTransport(settings, client).send_json(request)
 
     async def aclose(self) -> None:
         """Close the asynchronous client (the trigger calls this when it stops)."""
@@ -254,105 +172,7 @@ class OpenAIBatchHook(BaseHook):
             client, self._async_client = self._async_client, None
             await client.aclose()
 
-    # -- the synchronous transport ---------------------------------------------------------------
-
-    def _send(
-        self, request: ApiRequest, *, body: MultipartFileBody | None = None, state: RetryState | None = None
-    ) -> requests.Response:
-        """Send with timeouts and retries; return a successful response or raise a typed error.
-
-        :param state: the call's retry budget, when the caller shares it across several sends.
-        """
-        import requests
-
-        settings = self.settings
-        state = state or RetryState(request, settings)
-        headers = {**settings.headers(), "Accept": request.accept}
-        if body is not None:
-            headers["Content-Type"] = body.content_type
-        started = time.monotonic()
-        while True:
-            if body is not None:
-                body.seek(0)
-            try:
-                response = self.session.request(
-                    request.method,
-                    settings.url(request.path),
-                    params=settings.query(request.params),
-                    json=request.json,
-                    data=body,
-                    headers=headers,
-                    timeout=(settings.connect_timeout, settings.read_timeout),
-                    # Per request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's
-                    # verify=False (psf/requests#3829), which would ignore an explicit verify_ssl=false.
-                    verify=settings.verify_ssl,
-                    stream=request.stream,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
-                time.sleep(state.after_failure(_requests_failure_kind(exc), exc))
-                continue
-            if response.status_code >= 400:
-                # Read (bounded) and closed: the retry decision needs the error code.
-                time.sleep(state.after_status(response.status_code, response.headers, _bounded_body(response)))
-                continue
-            log.debug(
-                "%s %s -> %s in %.0f ms (request id %s)",
-                request.method,
-                request.path,
-                response.status_code,
-                1000 * (time.monotonic() - started),
-                response.headers.get("x-request-id"),
-            )
-            return response
-
-    def _json(self, request: ApiRequest, *, body: MultipartFileBody | None = None) -> dict[str, Any]:
-        """One call whose answer is a JSON object; a truncated or non-JSON body is fetched again."""
-        state = RetryState(request, self.settings)
-        while True:
-            response = self._send(request, body=body, state=state)
-            payload = state.decode(response.status_code, response.headers, response.content)
-            if isinstance(payload, dict):
-                return payload
-            time.sleep(payload)
-
-    # -- the asynchronous transport --------------------------------------------------------------
-
-    async def _asend_json(self, request: ApiRequest) -> dict[str, Any]:
-        """Async twin of :meth:`_json`: same request, retry and error code; waits never block the loop."""
-        import httpx
-
-        client, settings = await self._aclient()
-        state = RetryState(request, settings)
-        headers = {**settings.headers(), "Accept": request.accept}
-        while True:
-            try:
-                response = await client.request(
-                    request.method,
-                    settings.url(request.path),
-                    params=settings.query(request.params),
-                    json=request.json,
-                    headers=headers,
-                )
-            except httpx.TransportError as exc:
-                await asyncio.sleep(state.after_failure(_httpx_failure_kind(exc), exc))
-                continue
-            # The body is read and the stream closed. httpx keeps the response and its stream in a reference
-            # cycle (~40 objects a request) that only the cyclic collector frees; with hundreds of triggers the
-            # cycles outlive young collections and each full collection of the triggerer's heap stalls the loop
-            # for 100+ ms. Unlinking the spent stream lets reference counting free the request at once.
-            response.stream = httpx.ByteStream(b"")
-            if response.status_code >= 400:
-                await asyncio.sleep(
-                    state.after_status(response.status_code, response.headers, response.content[:MAX_ERROR_BODY])
-                )
-                continue
-            payload = state.decode(response.status_code, response.headers, response.content)
-            if isinstance(payload, dict):
-                return payload
-            await asyncio.sleep(payload)
-
-    # -- batches -----------------------------------------------------------------------------------
+    # -- batches -------------------------------------------------------------------------------------
 
     def create_batch(
         self,
@@ -374,17 +194,19 @@ class OpenAIBatchHook(BaseHook):
         :param endpoint: e.g. ``/v1/chat/completions``; checked by the server, since the set differs
             between OpenAI, Azure and gateways.
         :param completion_window: ``24h`` on OpenAI; some gateways accept more.
-        :param metadata: up to 16 string pairs, echoed on the batch.
+        :param metadata: up to 16 string pairs, echoed on the batch (15 with an ``idempotency_key``).
         :param output_expires_after: seconds (or ``{"anchor", "seconds"}``) after which outputs expire.
         :param idempotency_key: a run-stable key; reuse instead of creating twice.
         :raises ValueError: for arguments the API would reject, before any request.
         """
-        _check_id("input_file_id", input_file_id)
-        if not isinstance(endpoint, str) or not endpoint.startswith("/"):
-            raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {endpoint!r}")
-        if not isinstance(completion_window, str) or not completion_window.strip():
-            raise ValueError(f"completion_window must be a non-empty string such as '24h', got {completion_window!r}")
-        tags = dict(metadata or {})
+        check_id("input_file_id", input_file_id)
+        tags, expires = validate_create_args(
+            endpoint=endpoint,
+            completion_window=completion_window,
+            metadata=metadata,
+            output_expires_after=output_expires_after,
+            tagged=idempotency_key is not None,
+        )
         # Without a caller's key, a per-call key still lets an ambiguous failure be resolved safely.
         key = idempotency_key
         if key is None and len(tags) < MAX_METADATA_PAIRS:
@@ -396,109 +218,34 @@ class OpenAIBatchHook(BaseHook):
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
-        clean_metadata = validate_metadata(tags or None)
-        if clean_metadata is not None:
-            body["metadata"] = clean_metadata
-        expires = validate_output_expires_after(output_expires_after)
+        if tags:
+            body["metadata"] = tags
         if expires is not None:
             body["output_expires_after"] = expires
+        if idempotency_key is not None:
+            existing = self.find_batch_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                log.info("Reusing batch %s created earlier for this key instead of creating another", existing.id)
+                return existing
         request = ApiRequest("POST", "/batches", json=body, idempotent=False)
-        batch = self._create_once(
-            request,
-            Batch.from_dict,
-            find_existing=(lambda: self.find_batch_by_idempotency_key(key)) if key else None,
-            # After a failed attempt the batch, if it exists, is among the newest: one page, not ten, per look.
-            find_recent=(lambda: self.find_batch_by_idempotency_key(key, max_scanned=100)) if key else None,
+        batch = CreateOnce(
             what="batch",
-            look_first=idempotency_key is not None,
-        )
+            send=lambda: Batch.from_dict(self.transport.send_json(request)),
+            # After a failed attempt the batch, if it exists, is among the newest: one page, not ten, per look.
+            find=(lambda: self.find_batch_by_idempotency_key(key, max_scanned=100)) if key else None,
+            policy=RetryPolicy.from_settings(self.settings),
+            grace=self.settings.read_timeout,
+        ).run()
         log.info("Batch %s is %s (endpoint %s)", batch.id, batch.status.value, batch.endpoint)
         return batch
 
-    def _create_once(
-        self,
-        request: ApiRequest,
-        parse: Callable[[Mapping[str, Any]], T],
-        *,
-        find_existing: Callable[[], T | None] | None,
-        find_recent: Callable[[], T | None] | None = None,
-        what: str,
-        body: MultipartFileBody | None = None,
-        look_first: bool = True,
-    ) -> T:
-        """POST ``request`` so that at most one object results.
-
-        ``find_existing`` is asked before the first attempt (when ``look_first``) and after every failure that
-        may have created the object anyway; only when it finds nothing is the POST sent again, within the
-        retry budget. Without ``find_existing`` an ambiguous failure is raised, saying so. ``find_recent``, when
-        given, replaces it after a failure: a cheaper look at only what was created lately.
-        """
-        if find_existing is not None and look_first:
-            existing = find_existing()
-            if existing is not None:
-                log.info("Reusing the %s created earlier for this key instead of creating another", what)
-                return existing
-        find_existing = find_recent or find_existing
-        state = RetryState(ApiRequest("GET", request.path), self.settings)
-        while True:
-            try:
-                return parse(self._json(request, body=body))
-            except OpenAIBatchAPIError as exc:
-                if not is_ambiguous(exc):
-                    raise
-                existing = find_existing() if find_existing is not None else None
-                if existing is not None:
-                    log.warning("%s; the %s was created anyway, reusing it", exc, what)
-                    return existing
-                if find_existing is not None and _may_still_be_working(exc):
-                    # The server had the request but did not answer in time: it may still be creating the
-                    # object. Sending again now would race it into a duplicate, so only look, for as long
-                    # as the answer itself was allowed to take, and never send again.
-                    existing = self._await_late_object(find_existing, what)
-                    if existing is not None:
-                        log.warning("%s; the %s was created late, reusing it", exc, what)
-                        return existing
-                    exc.message += (
-                        f" (the server may still create the {what}; not sent again, to avoid a duplicate:"
-                        " a retry of the task looks for it before creating another)"
-                    )
-                    exc.args = (exc._render(),)
-                    raise
-                delay = state.delay_after_failure("read") if find_existing is not None else None
-                if delay is None:
-                    exc.message += f" (the {what} may have been created; not sent again, to avoid a duplicate)"
-                    exc.args = (exc._render(),)
-                    raise
-                log.warning("%s; no %s was created, sending again in %.1fs", exc, what, delay)
-                time.sleep(delay)
-
-    def _await_late_object(self, find_existing: Callable[[], T | None], what: str) -> T | None:
-        """Look for an object whose create timed out, for up to one read timeout; ``None`` if it never shows."""
-        grace = self.settings.read_timeout
-        deadline = time.monotonic() + grace
-        step = min(1.0, max(0.05, grace / 10))
-        log.warning(
-            "The create of a %s timed out; looking for it for up to %.1fs instead of sending again", what, grace
-        )
-        while time.monotonic() < deadline:
-            time.sleep(min(step, max(0.0, deadline - time.monotonic())))
-            try:
-                existing = find_existing()
-            except OpenAIBatchAPIError as exc:
-                log.warning("Looking for the %s failed: %s", what, exc)
-                continue
-            if existing is not None:
-                return existing
-        return None
-
     def retrieve_batch(self, batch_id: str) -> Batch:
         """The batch as it is now."""
-        return Batch.from_dict(self._json(ApiRequest("GET", f"/batches/{_check_id('batch_id', batch_id)}")))
+        return Batch.from_dict(self.transport.send_json(_batch_request(batch_id)))
 
     async def aretrieve_batch(self, batch_id: str) -> Batch:
         """Async twin of :meth:`retrieve_batch`, for the trigger."""
-        request = ApiRequest("GET", f"/batches/{_check_id('batch_id', batch_id)}")
-        return Batch.from_dict(await self._asend_json(request))
+        return Batch.from_dict(await self._asend_json(_batch_request(batch_id)))
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Ask the service to cancel; returns the batch, normally ``cancelling``.
@@ -506,7 +253,7 @@ class OpenAIBatchHook(BaseHook):
         A batch that is already finished (HTTP 409) is not an error: it is fetched and returned as is.
         """
         try:
-            return Batch.from_dict(self._json(_cancel_request(batch_id)))
+            return Batch.from_dict(self.transport.send_json(_cancel_request(batch_id)))
         except ConflictError:
             batch = self.retrieve_batch(batch_id)
             log.info("Batch %s is already %s; nothing to cancel", batch_id, batch.status.value)
@@ -526,7 +273,7 @@ class OpenAIBatchHook(BaseHook):
         :param limit: 1..100.
         :raises ValueError: for a limit outside 1..100, before any request.
         """
-        return BatchPage.from_dict(self._json(_list_request(after, limit)))
+        return BatchPage.from_dict(self.transport.send_json(_list_request(after, limit)))
 
     def iter_batches(
         self, *, after: str | None = None, page_size: int = 100, max_items: int | None = None
@@ -564,7 +311,7 @@ class OpenAIBatchHook(BaseHook):
             return batch
         return None
 
-    # -- files -------------------------------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------------------------
 
     def upload_file(
         self,
@@ -612,14 +359,13 @@ class OpenAIBatchHook(BaseHook):
                         return file
                 return None
 
-            uploaded = self._create_once(
-                request,
-                FileObject.from_dict,
-                find_existing=find_uploaded,
+            uploaded = CreateOnce(
                 what="file",
-                body=body,
-                look_first=False,
-            )
+                send=lambda: FileObject.from_dict(self.transport.send_json(request, body=body)),
+                find=find_uploaded,
+                policy=RetryPolicy.from_settings(self.settings),
+                grace=self.settings.read_timeout,
+            ).run()
         log.info("Uploaded %s (%d bytes) as %s", name, size, uploaded.id)
         return uploaded
 
@@ -630,107 +376,37 @@ class OpenAIBatchHook(BaseHook):
         if not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be between 1 and 10000, got {limit}")
         params = {"purpose": purpose, "limit": limit, "order": order, "after": after}
-        payload = self._json(ApiRequest("GET", "/files", params=params))
+        payload = self.transport.send_json(ApiRequest("GET", "/files", params=params))
         items = payload.get("data")
         return [FileObject.from_dict(item) for item in (items if isinstance(items, list) else [])]
 
     def retrieve_file(self, file_id: str) -> FileObject:
         """Metadata of one file."""
-        return FileObject.from_dict(self._json(ApiRequest("GET", f"/files/{_check_id('file_id', file_id)}")))
+        return FileObject.from_dict(
+            self.transport.send_json(ApiRequest("GET", f"/files/{path_id('file_id', file_id)}"))
+        )
 
     def delete_file(self, file_id: str) -> DeletedFile:
         """Delete a file (used to clean up an input whose batch could not be created)."""
-        return DeletedFile.from_dict(self._json(ApiRequest("DELETE", f"/files/{_check_id('file_id', file_id)}")))
-
-    @contextlib.contextmanager
-    def _open_content(self, file_id: str) -> Iterator[requests.Response]:
-        request = ApiRequest(
-            "GET", f"/files/{_check_id('file_id', file_id)}/content", stream=True, accept="application/binary"
+        return DeletedFile.from_dict(
+            self.transport.send_json(ApiRequest("DELETE", f"/files/{path_id('file_id', file_id)}"))
         )
-        response = self._send(request)
-        if response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/html":
-            # File content is JSONL or binary, never a web page: this is a proxy's or gateway's error page
-            # answered with 200. Saving it as the file would hand the next task garbage.
-            snippet = redact(_bounded_body(response)[:200].decode("utf-8", errors="replace"), (self.settings.api_key,))
-            raise InvalidResponseError(
-                f"expected the content of {file_id}, got an HTML page (a proxy or gateway error page?) "
-                f"starting {snippet!r}",
-                status_code=response.status_code,
-                request_id=response.headers.get("x-request-id"),
-                method=request.method,
-                path=request.path,
-            )
-        try:
-            yield response
-        finally:
-            response.close()
 
     def download_file(self, file_id: str, destination: str | os.PathLike[str] | IO[bytes]) -> int:
         """Stream a file's content to a local path or a binary file object; return the bytes written.
 
-        A path is written to a temporary file beside it and renamed into place when complete, so a
-        failed download never leaves a truncated file. A dropped transfer is restarted (bounded retries).
+        A path is written to a temporary file beside it and renamed into place when complete (with the
+        permissions the umask gives a new file), so a failed download never leaves a truncated file. A dropped
+        transfer is restarted (bounded retries).
         """
-        import requests
-
-        request = ApiRequest("GET", f"/files/{file_id}/content")
-        state = RetryState(request, self.settings)
-        while True:
-            try:
-                if isinstance(destination, (str, os.PathLike)):
-                    return self._download_to_path(file_id, Path(destination))
-                start = destination.tell() if destination.seekable() else None
-                try:
-                    return self._copy_content(file_id, destination)
-                except requests.RequestException as exc:
-                    if start is None:
-                        # What was written cannot be taken back: a restart would write those bytes twice.
-                        raise transport_error(request, "read", exc, state.attempts) from None
-                    destination.seek(start)
-                    destination.truncate()
-                    raise
-            except (requests.RequestException, InvalidResponseError) as exc:
-                delay = state.delay_after_failure("read")
-                if delay is None:
-                    if isinstance(exc, InvalidResponseError):
-                        raise
-                    raise transport_error(request, "read", exc, state.attempts) from None
-                log.warning("Download of %s broke off (%s); restarting in %.1fs", file_id, type(exc).__name__, delay)
-                time.sleep(delay)
-
-    def _download_to_path(self, file_id: str, path: Path) -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                written = self._copy_content(file_id, out)
-            os.replace(tmp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
-        return written
-
-    def _copy_content(self, file_id: str, out: IO[bytes]) -> int:
-        written = 0
-        with self._open_content(file_id) as response:
-            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-        log.info("Downloaded %s: %d bytes", file_id, written)
-        return written
+        return FileContent(self.transport, file_id).download(destination)
 
     def iter_file_lines(self, file_id: str) -> Iterator[str]:
         """The lines of a text file, streamed; blank lines are kept so that line numbers stay true.
 
         :raises ValueError: for a line that is not UTF-8, naming it.
         """
-        with self._open_content(file_id) as response:
-            for number, raw in enumerate(response.iter_lines(chunk_size=DOWNLOAD_CHUNK), start=1):
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise ValueError(f"{file_id} line {number} is not UTF-8: {exc}") from None
+        return FileContent(self.transport, file_id).lines()
 
     def iter_results(self, file_id: str) -> Iterator[BatchResult]:
         """The typed results of an output or error file, streamed straight from the API.
@@ -758,71 +434,17 @@ class OpenAIBatchHook(BaseHook):
             return "(invalid connection)"
 
 
-_TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
-
-
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    """The process-wide TLS context for async clients (verification on unless turned off explicitly)."""
-    context = _TLS_CONTEXTS.get(verify)
-    if context is None:
-        import httpx
-
-        context = httpx.create_ssl_context(verify=verify)
-        _TLS_CONTEXTS[verify] = context
-    return context
+def _batch_request(batch_id: str) -> ApiRequest:
+    return ApiRequest("GET", f"/batches/{path_id('batch_id', batch_id)}")
 
 
 def _cancel_request(batch_id: str) -> ApiRequest:
-    return ApiRequest("POST", f"/batches/{_check_id('batch_id', batch_id)}/cancel", json={})
+    return ApiRequest("POST", f"/batches/{path_id('batch_id', batch_id)}/cancel", json={})
 
 
 def _list_request(after: str | None, limit: int) -> ApiRequest:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
         raise ValueError(f"limit must be an integer between 1 and 100, got {limit!r}")
     if after is not None:
-        _check_id("after", after)
+        check_id("after", after)
     return ApiRequest("GET", "/batches", params={"after": after, "limit": limit})
-
-
-def _bounded_body(response: requests.Response) -> bytes:
-    """At most MAX_ERROR_BODY bytes of an error response (which may be a streamed one)."""
-    try:
-        if not getattr(response, "_content_consumed", True):  # requests has no public flag
-            return response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
-        return response.content[:MAX_ERROR_BODY]
-    except Exception:
-        return b""
-    finally:
-        response.close()
-
-
-def _may_still_be_working(error: OpenAIBatchAPIError) -> bool:
-    """Whether a failed create may still be in progress on the server (it timed out rather than failed)."""
-    if isinstance(error, APITimeoutError):
-        return True
-    return isinstance(error, ServerError) and error.status_code in (408, 504)
-
-
-def _requests_failure_kind(exc: BaseException) -> TransportFailure:
-    import requests
-
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connect"
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    if isinstance(exc, requests.ConnectionError):
-        text = repr(exc.args[0]) if exc.args else ""
-        if "NewConnectionError" in text or "NameResolutionError" in text or "Failed to establish" in text:
-            return "connect"
-        return "read"
-    return "read"
-
-
-def _httpx_failure_kind(exc: BaseException) -> TransportFailure:
-    import httpx
-
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-        return "connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    return "read"

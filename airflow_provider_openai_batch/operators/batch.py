@@ -41,19 +41,24 @@ def task_instance_key(context: Context, *parts: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
-def check_create_arguments(endpoint: object, metadata: Any, output_expires_after: Any) -> None:
+def check_create_arguments(
+    endpoint: object, metadata: Any, output_expires_after: Any, completion_window: object = "24h"
+) -> None:
     """Check what a create task sends with its batch, before anything is uploaded or billed.
+
+    The hook's own check, with one metadata pair kept free for the idempotency tag.
 
     :raises ValueError: naming the argument.
     """
-    from airflow_provider_openai_batch.hooks.openai_batch import validate_metadata, validate_output_expires_after
+    from airflow_provider_openai_batch.hooks.validation import validate_create_args
 
-    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
-        raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {endpoint!r}")
-    validate_metadata(metadata)
-    if metadata is not None and len(metadata) > 15:
-        raise ValueError(f"metadata has {len(metadata)} pairs; at most 15 leave room for the idempotency tag")
-    validate_output_expires_after(output_expires_after)
+    validate_create_args(
+        endpoint=endpoint,
+        completion_window=completion_window,
+        metadata=metadata,
+        output_expires_after=output_expires_after,
+        tagged=True,
+    )
 
 
 class _InputFile:
@@ -193,7 +198,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         return as_seconds(self.wait_timeout)
 
     def execute(self, context: Context) -> str:
-        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after)
+        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         batch = self._create_or_reuse(context)
         self.batch_id = batch.id
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)

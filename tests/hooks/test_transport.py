@@ -22,16 +22,10 @@ from airflow_provider_openai_batch.exceptions import (
     RateLimitError,
     ServerError,
 )
-from airflow_provider_openai_batch.hooks._transport import (
-    DEFAULT_BASE_URL,
-    ApiRequest,
-    ConnectionSettings,
-    RetryState,
-    api_error,
-    decode_json,
-    is_ambiguous,
-    transport_error,
-)
+from airflow_provider_openai_batch.hooks._errors import api_error, decode_json, is_ambiguous, transport_error
+from airflow_provider_openai_batch.hooks._request import ApiRequest
+from airflow_provider_openai_batch.hooks._settings import DEFAULT_BASE_URL, ConnectionSettings
+from airflow_provider_openai_batch.hooks._transport import RetryState
 
 KEY = "sk-test-SECRET-1234"
 GET = ApiRequest("GET", "/batches/batch_1")

@@ -36,8 +36,10 @@ from airflow_provider_openai_batch.exceptions import (
     AuthenticationError,
     OpenAIBatchAPIError,
 )
-from airflow_provider_openai_batch.hooks._transport import ApiRequest, ConnectionSettings
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook, _tls_context
+from airflow_provider_openai_batch.hooks._request import ApiRequest
+from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
+from airflow_provider_openai_batch.hooks._transport import tls_context
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 
 HERE = Path(__file__).resolve().parent
@@ -261,7 +263,7 @@ def test_tls_verification_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "")
     monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", connection_json("https://127.0.0.1:9/v1", "sk-x"))
     assert OpenAIBatchHook().session.verify is True
-    context = _tls_context(True)
+    context = tls_context(True)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 

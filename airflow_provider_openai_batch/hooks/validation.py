@@ -1,0 +1,125 @@
+"""Checks of the arguments of a batch create, shared by the hook and the Create operator.
+
+Everything here runs before anything is uploaded or billed, and names the argument that is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "IDEMPOTENCY_METADATA_KEY",
+    "MAX_ID_LENGTH",
+    "MAX_METADATA_PAIRS",
+    "MAX_USER_METADATA_PAIRS",
+    "check_id",
+    "path_id",
+    "validate_create_args",
+    "validate_metadata",
+    "validate_output_expires_after",
+]
+
+#: Batch metadata key under which a run-stable idempotency key is stored.
+IDEMPOTENCY_METADATA_KEY = "airflow_idempotency_key"
+#: Metadata pairs the API allows on a batch.
+MAX_METADATA_PAIRS = 16
+#: Pairs left to the user when the operator adds its idempotency tag.
+MAX_USER_METADATA_PAIRS = MAX_METADATA_PAIRS - 1
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+#: Longest object id accepted. OpenAI's ids are ~30 characters; gateways' are longer (LiteLLM's managed file
+#: ids are around 340), so the bound only stops absurd input, far below what any URL can carry.
+MAX_ID_LENGTH = 256
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-.:]{1,256}$")
+
+
+def check_id(kind: str, value: object) -> str:
+    """Reject an empty or malformed object id before it is put into a URL path."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{kind} must be a non-empty string, got {value!r}")
+    if not _ID_PATTERN.match(value):
+        raise ValueError(
+            f"{kind} {value!r} is malformed: expected letters, digits, '_', '-', '.' or ':' "
+            "(e.g. 'batch_abc123' / 'file-abc123')"
+        )
+    return value
+
+
+def path_id(kind: str, value: object) -> str:
+    """A checked id, for use as one URL path segment."""
+    return check_id(kind, value)
+
+
+def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Check batch metadata against the API's limits before anything is sent.
+
+    :raises ValueError: naming the offending key.
+    """
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"metadata must be a mapping of strings, got {type(metadata).__name__}")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise ValueError(f"metadata has {len(metadata)} pairs; the API allows at most {MAX_METADATA_PAIRS}")
+    clean: dict[str, str] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"metadata keys must be non-empty strings, got {key!r}")
+        if len(key) > MAX_METADATA_KEY:
+            raise ValueError(f"metadata key {key[:20]!r}... is {len(key)} chars; at most {MAX_METADATA_KEY}")
+        if not isinstance(value, str):
+            raise ValueError(f"metadata value of {key!r} must be a string, got {type(value).__name__}")
+        if len(value) > MAX_METADATA_VALUE:
+            raise ValueError(f"metadata value of {key!r} is {len(value)} chars; at most {MAX_METADATA_VALUE}")
+        clean[key] = value
+    return clean
+
+
+_EXPIRES_SHAPE = "output_expires_after must be seconds or {'anchor': 'created_at', 'seconds': N}"
+
+
+def validate_output_expires_after(value: Mapping[str, Any] | int | None) -> dict[str, Any] | None:
+    """Accept ``{"anchor": "created_at", "seconds": N}`` or a plain number of seconds.
+
+    :raises ValueError: when the shape is wrong. The seconds range is left to the server, which
+        differs between OpenAI (1 h - 30 d) and Azure (14 d - 30 d).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(_EXPIRES_SHAPE)
+    if isinstance(value, int):
+        value = {"anchor": "created_at", "seconds": value}
+    if not isinstance(value, Mapping) or set(value) - {"anchor", "seconds"}:
+        raise ValueError(_EXPIRES_SHAPE)
+    seconds = value.get("seconds")
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
+        raise ValueError(f"output_expires_after.seconds must be a positive integer, got {seconds!r}")
+    return {"anchor": value.get("anchor", "created_at"), "seconds": seconds}
+
+
+def validate_create_args(
+    *,
+    endpoint: object,
+    completion_window: object,
+    metadata: Mapping[str, Any] | None,
+    output_expires_after: Mapping[str, Any] | int | None,
+    tagged: bool,
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Check what a batch create sends, before any upload; return the clean metadata and expiry.
+
+    :param tagged: the create adds the idempotency tag, so one metadata pair must stay free for it.
+    :raises ValueError: naming the argument that is wrong.
+    """
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise ValueError(f"endpoint must be an API path such as '/v1/chat/completions', got {endpoint!r}")
+    if not isinstance(completion_window, str) or not completion_window.strip():
+        raise ValueError(f"completion_window must be a non-empty string such as '24h', got {completion_window!r}")
+    clean = validate_metadata(metadata) or {}
+    if tagged and len(clean) > MAX_USER_METADATA_PAIRS:
+        raise ValueError(
+            f"metadata has {len(clean)} pairs; at most {MAX_USER_METADATA_PAIRS} leave room for the idempotency tag"
+        )
+    return clean, validate_output_expires_after(output_expires_after)
