@@ -27,7 +27,7 @@ from typing import Any
 
 from airflow_provider_openai_batch.pricing import PriceTable, default_price_table, usd
 
-__all__ = ["CostEstimate", "CostEstimator", "RequestBound", "bound_request"]
+__all__ = ["CostEstimate", "CostEstimator", "RequestBound", "bound_request", "budget_problem"]
 
 #: Endpoints whose requests can be bounded, and the body fields holding each one's completion-token limit.
 _OUTPUT_LIMITS: dict[str, tuple[str, ...]] = {
@@ -305,3 +305,33 @@ class CostEstimator:
 def _round_up(usd: float) -> float:
     """Round to the micro-dollar, upwards: an upper bound stays one."""
     return -(-round(usd * 1_000_000, 3) // 1) / 1_000_000
+
+
+def budget_problem(estimate: CostEstimate, max_cost_usd: float | None) -> str | None:
+    """Why a batch with this estimate must not start under ``max_cost_usd``; ``None`` when it may.
+
+    A cap that cannot be checked (no price, no bound, inputs whose tokens are not bounded) is a problem
+    too: a cap is only worth setting if it holds.
+    """
+    if max_cost_usd is None:
+        return None
+    cap = usd(max_cost_usd)
+    if estimate.cost_usd is None:
+        return (
+            f"Cannot check max_cost_usd={cap}: the cost of this input cannot be estimated ({estimate.note}). "
+            "Nothing was uploaded. Give the model's prices with 'prices' (or the connection extra 'prices'), "
+            "or drop max_cost_usd."
+        )
+    if estimate.requests_with_media:
+        return (
+            f"Cannot check max_cost_usd={cap}: {estimate.requests_with_media:,} requests hold image, audio or "
+            "file parts, whose tokens the estimate cannot bound. Nothing was uploaded. Drop max_cost_usd for "
+            "such inputs."
+        )
+    if estimate.cost_usd > max_cost_usd:
+        return (
+            f"The estimated cost, at most {usd(estimate.cost_usd)} ({estimate.requests:,} requests, model "
+            f"{estimate.model}, prices as of {estimate.prices_as_of}), exceeds max_cost_usd={cap}. Nothing was "
+            f"uploaded. What drives the estimate: {estimate.drivers()}."
+        )
+    return None

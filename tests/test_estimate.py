@@ -202,6 +202,60 @@ def test_cost_matches_a_hand_calculation_and_the_estimate_bounds_it(
     assert estimate.cost_usd >= report.cost_usd
     assert estimate.input_tokens >= batch.usage.input_tokens
     assert estimate.output_tokens == N * limit >= batch.usage.output_tokens
+    # Long English-like prompts: about 4 bytes per token, so the bound is about 4x (stated in the README).
+    assert estimate.cost_usd <= 4.1 * report.cost_usd
+
+
+def example_inputs() -> dict[str, tuple[bytes, str]]:
+    """The inputs the example DAGs write, as they write them (gpt-4o-mini, text-embedding-3-small)."""
+    from airflow_provider_openai_batch.batch_input import (
+        build_chat_requests,
+        build_embedding_requests,
+        write_batch_input,
+    )
+    from example_dags import (
+        openai_batch_chat,
+        openai_batch_embeddings,
+        openai_batch_mapped,
+        openai_batch_wait_in_create,
+    )
+
+    def written(requests: Any, endpoint: str) -> tuple[bytes, str]:
+        buffer = io.BytesIO()
+        write_batch_input(requests, buffer, endpoint=endpoint)
+        return buffer.getvalue(), endpoint
+
+    questions = {f"q-{i}": q for i, q in enumerate(openai_batch_wait_in_create.QUESTIONS)}
+    return {
+        "chat": written(
+            build_chat_requests(
+                openai_batch_chat.PROMPTS, model="gpt-4o-mini", system="You are concise.", max_tokens=100
+            ),
+            CHAT,
+        ),
+        "embeddings": written(
+            build_embedding_requests(openai_batch_embeddings.DOCUMENTS, model="text-embedding-3-small"), EMBEDDINGS
+        ),
+        "mapped": written(build_chat_requests(openai_batch_mapped.PROMPTS, model="gpt-4o-mini"), CHAT),
+        "wait_in_create": written(build_chat_requests(questions, model="gpt-4o-mini"), CHAT),
+    }
+
+
+# Measured estimate / actual factors on the examples (README, "Pre-flight estimate"): 8.8x, 7.0x with a
+# limit or no output; about 730x and 1,060x without a completion-token limit (16,384 tokens bound each).
+STATED_FACTORS = {"chat": 10, "embeddings": 10, "mapped": 1_000, "wait_in_create": 1_200}
+
+
+def test_estimate_on_the_example_inputs_is_an_upper_bound_within_the_stated_factor(
+    openai_conn: EmulatorServer,
+) -> None:
+    for name, (data, endpoint) in example_inputs().items():
+        batch = run_batch(openai_conn, data, endpoint)
+        report = batch_cost(batch.model, batch.usage)
+        estimate = estimate_of(data, endpoint)
+        assert report is not None and report.cost_usd and estimate.cost_usd is not None, name
+        factor = estimate.cost_usd / report.cost_usd
+        assert 1 <= factor <= STATED_FACTORS[name], (name, factor)
 
 
 # -- in the validating pass -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy
 from airflow_provider_openai_batch.waiting import (
@@ -26,6 +27,7 @@ from airflow_provider_openai_batch.waiting import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_openai_batch.batch_input import InputSummary
     from airflow_provider_openai_batch.models import Batch
 
 __all__ = ["OpenAIBatchCancelOperator", "OpenAIBatchCreateOperator", "OpenAIBatchDownloadOperator"]
@@ -110,8 +112,10 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     are not reused.
 
     XComs: ``batch_id`` (pushed the moment the batch exists, before any waiting) and ``return_value`` =
-    the batch id. With ``wait_for_completion`` also ``output_file_id``, ``error_file_id``, ``batch`` and
-    ``cost`` (tokens and USD at batch prices, see :mod:`~airflow_provider_openai_batch.pricing`).
+    the batch id. With ``input_file`` also ``estimate`` (the pre-flight cost bound, pushed before the
+    upload). With ``wait_for_completion`` also ``output_file_id``, ``error_file_id``, ``batch`` and ``cost``
+    (tokens and USD at batch prices, see :mod:`~airflow_provider_openai_batch.pricing`). With ``dry_run``,
+    ``return_value`` is the estimate and nothing else happens.
 
     :param endpoint: API endpoint of every request, e.g. ``/v1/chat/completions`` (templated).
     :param input_file_id: an uploaded ``purpose=batch`` file (templated). Give this or ``input_file``.
@@ -134,7 +138,12 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
     :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
         USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices`` (an
-        Azure deployment or a gateway has its own names and prices). Used for the ``cost`` XCom.
+        Azure deployment or a gateway has its own names and prices). Used for the ``estimate`` and ``cost``.
+    :param max_cost_usd: fail before anything is uploaded when the pre-flight estimate (an upper bound of
+        the cost, counted while ``input_file`` is validated) exceeds this many US dollars, or cannot be
+        computed. Needs ``input_file``.
+    :param dry_run: validate ``input_file`` and estimate its cost, upload nothing and create no batch;
+        returns the estimate. Needs ``input_file``.
     """
 
     template_fields: Sequence[str] = (
@@ -169,11 +178,14 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         delete_input_on_failure: bool = True,
         max_consecutive_errors: int = 10,
         prices: Mapping[str, Any] | None = None,
+        max_cost_usd: float | None = None,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if (input_file_id is None) == (input_file is None):
             raise ValueError("Give exactly one of input_file_id (an uploaded file) or input_file (a JSONL to upload)")
+        check_cost_arguments(max_cost_usd, dry_run, has_local_input=input_file is not None)
         FailedRequestsPolicy(max_failed_requests)
         self.endpoint = endpoint
         self.input_file_id = input_file_id
@@ -192,13 +204,22 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         self.delete_input_on_failure = delete_input_on_failure
         self.max_consecutive_errors = max_consecutive_errors
         self.prices = prices
+        self.max_cost_usd = max_cost_usd
+        # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
+        self.dry_run_only = dry_run
         self.batch_id: str | None = None
 
     def _wait_timeout(self) -> float | None:
         return as_seconds(self.wait_timeout)
 
-    def execute(self, context: Context) -> str:
+    def execute(self, context: Context) -> Any:
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
+        if self.dry_run_only:
+            source = _InputFile(self.input_file)
+            with source.open() as handle:
+                summary = self._validate(context, handle, source)
+            self.log.info("Dry run: nothing was uploaded and no batch was created")
+            return summary.estimate.to_dict() if summary.estimate is not None else None
         batch = self._create_or_reuse(context)
         self.batch_id = batch.id
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch.id)
@@ -217,14 +238,9 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 output_expires_after=self.output_expires_after,
                 idempotency_key=key,
             )
-        from airflow_provider_openai_batch.batch_input import validate_batch_input
-
         source = _InputFile(self.input_file)
         with source.open() as handle:
-            summary = validate_batch_input(handle, endpoint=self.endpoint)
-            self.log.info(
-                "Validated %s: %d requests, %d bytes, model %s", source, summary.requests, summary.bytes, summary.model
-            )
+            summary = self._validate(context, handle, source)
             key = task_instance_key(context, "sha256", summary.sha256)
             existing = self.hook.find_batch_by_idempotency_key(key)
             if existing is not None:
@@ -249,6 +265,17 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                     self.hook.delete_file(uploaded.id)
                     self.log.info("Deleted the uploaded input %s since no batch was created from it", uploaded.id)
             raise
+
+    def _validate(self, context: Context, handle: BinaryIO, source: _InputFile) -> InputSummary:
+        """Check every line and estimate the cost in one pass; fail if the estimate breaks ``max_cost_usd``."""
+        from airflow_provider_openai_batch.batch_input import validate_batch_input
+
+        summary = validate_batch_input(handle, endpoint=self.endpoint, prices=self.price_table())
+        self.log.info(
+            "Validated %s: %d requests, %d bytes, model %s", source, summary.requests, summary.bytes, summary.model
+        )
+        enforce_budget(self, context, summary.estimate, self.max_cost_usd)
+        return summary
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         batch = self.batch_from_event(event)

@@ -195,7 +195,8 @@ def test_batch_id_is_pushed_before_deferring(openai_conn: EmulatorServer, tmp_pa
         op.execute(context(ti))
 
     (batch_id,) = openai_conn.batches
-    assert ti.pushes == [("batch_id", batch_id)]  # already there when the task defers
+    assert [key for key, _ in ti.pushes] == ["estimate", "batch_id"]  # the id is there when the task defers
+    assert ti.xcoms["batch_id"] == batch_id
     deferred = info.value
     assert deferred.method_name == "execute_complete"
     assert deferred.timeout == timedelta(hours=2)
@@ -231,7 +232,7 @@ def test_wait_for_completion_in_the_worker(openai_conn: EmulatorServer, tmp_path
     batch_id = op.execute(context(ti))
 
     assert openai_conn.get_batch(batch_id)["status"] == "completed"
-    assert [key for key, _ in ti.pushes] == ["batch_id", "output_file_id", "error_file_id", "batch", "cost"]
+    assert [key for key, _ in ti.pushes] == ["estimate", "batch_id", "output_file_id", "error_file_id", "batch", "cost"]
     assert ti.xcoms["output_file_id"] == openai_conn.get_batch(batch_id)["output_file_id"]
 
 
