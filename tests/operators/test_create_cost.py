@@ -9,17 +9,9 @@ from typing import Any
 import pytest
 from airflow_compat import AirflowFailException
 from batch_testkit import ENDPOINT, MODEL, FakeTI, context, set_connection
+from test_create_operator import create_op
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
-from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
-
-
-def create_op(**kwargs: Any) -> OpenAIBatchCreateOperator:
-    kwargs.setdefault("task_id", "create")
-    kwargs.setdefault("endpoint", ENDPOINT)
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("deferrable", False)
-    return OpenAIBatchCreateOperator(**kwargs)
 
 
 def write_input(path: Path, n: int = 4, *, max_tokens: int | None = 32, model: str = MODEL) -> Path:
