@@ -103,3 +103,27 @@ def write_batch_input(path: Path, size: int) -> int:
 def write_batch_output(path: Path, size: int) -> int:
     """Write batch output lines (chat completion results) up to ``size`` bytes; returns lines."""
     return _write_lines(path, size, _result)
+
+
+def _job_request(words: int) -> Callable[[int], dict[str, Any]]:
+    def record(i: int) -> dict[str, Any]:
+        line = _request(i)
+        line["custom_id"] = f"job-{i:07d}"
+        line["body"]["messages"][1]["content"] = _prompt(i, words)
+        return line
+
+    return record
+
+
+def write_job_input(path: Path, lines: int, words: int = 725) -> int:
+    """Write ``lines`` chat-completion request lines (about 3.75 KB each at the default ``words``); returns bytes."""
+    record = _job_request(words)
+    written = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        for start in range(0, lines, 1000):
+            chunk = "".join(
+                json.dumps(record(i), separators=(",", ":")) + "\n" for i in range(start, min(start + 1000, lines))
+            )
+            out.write(chunk)
+            written += len(chunk.encode("utf-8"))
+    return written
