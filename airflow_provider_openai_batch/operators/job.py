@@ -159,7 +159,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         from airflow_provider_openai_batch.operators.batch import _InputFile, check_create_arguments
 
         # Everything the client can check is checked before anything is uploaded or billed.
-        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after)
+        check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         limits = self.limits()
 
         source = _InputFile(self.input_file)
