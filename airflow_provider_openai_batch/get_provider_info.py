@@ -78,6 +78,12 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "Verify the server's TLS certificate. Turn off only for a trusted local gateway.",
         "schema": {"type": ["boolean", "null"], "default": True},
     },
+    "status_polling": {
+        "label": "Status polling",
+        "description": "How triggers learn batch statuses: 'auto' lists pages of GET /batches when that needs fewer "
+        "requests than one GET /batches/{id} each; 'list' always lists first; 'retrieve' never lists.",
+        "schema": {"type": ["string", "null"], "enum": ["auto", "list", "retrieve", None], "default": "auto"},
+    },
 }
 
 

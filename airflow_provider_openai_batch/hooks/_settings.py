@@ -14,10 +14,13 @@ from urllib.parse import urlsplit
 from airflow_provider_openai_batch import __version__
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
 
-__all__ = ["API_TYPES", "DEFAULT_BASE_URL", "ConnectionSettings"]
+__all__ = ["API_TYPES", "DEFAULT_BASE_URL", "STATUS_POLLING", "ConnectionSettings"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 API_TYPES = ("openai", "azure")
+#: How triggers learn batch statuses: ``auto`` lists pages when that takes fewer requests, ``list`` always
+#: lists first, ``retrieve`` asks for each batch on its own (for gateways without a usable ``GET /batches``).
+STATUS_POLLING = ("auto", "list", "retrieve")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ConnectionSettings:
     :param backoff_max: cap of one backoff step.
     :param max_retry_after: longest ``Retry-After`` hint obeyed; a longer one ends the retries.
     :param verify_ssl: verify TLS certificates (on unless turned off explicitly).
+    :param status_polling: how triggers of this connection learn statuses, one of :data:`STATUS_POLLING`.
     """
 
     conn_id: str
@@ -54,6 +58,7 @@ class ConnectionSettings:
     backoff_max: float = 30.0
     max_retry_after: float = 60.0
     verify_ssl: bool = True
+    status_polling: str = "auto"
 
     @classmethod
     def from_connection_fields(
@@ -87,6 +92,11 @@ class ConnectionSettings:
             raise InvalidConnectionError(
                 conn_id, f"unknown api_type {api_type!r} in extra; use one of {', '.join(API_TYPES)}."
             )
+        status_polling = str(extras.get("status_polling") or "auto").strip().lower()
+        if status_polling not in STATUS_POLLING:
+            raise InvalidConnectionError(
+                conn_id, f"unknown status_polling {status_polling!r} in extra; use one of {', '.join(STATUS_POLLING)}."
+            )
         return cls(
             conn_id=conn_id,
             api_key=str(api_key).strip(),
@@ -102,6 +112,7 @@ class ConnectionSettings:
             backoff_max=_number(conn_id, extras, "backoff_max", 30.0, minimum=0.0),
             max_retry_after=_number(conn_id, extras, "max_retry_after", 60.0, minimum=0.0),
             verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
+            status_polling=status_polling,
         )
 
     def with_overrides(self, **changes: Any) -> ConnectionSettings:

@@ -345,11 +345,15 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-async def new_async_client(settings: ConnectionSettings, *, keepalive_expiry: float | None = None) -> httpx.AsyncClient:
+async def new_async_client(
+    settings: ConnectionSettings, *, keepalive_expiry: float | None = None, max_connections: int | None = None
+) -> httpx.AsyncClient:
     """An :class:`httpx.AsyncClient` for ``settings``; the TLS context is loaded off the event loop, once.
 
     :param keepalive_expiry: seconds an idle connection is kept open (httpx's default is 5 s); a trigger sets it
         above its poll interval so that polls reuse one connection.
+    :param max_connections: TCP connections the pool may hold, all kept alive (default 4, 2 kept alive); the
+        triggers of one connection share one such pool.
     """
     tls = _TLS_CONTEXTS.get(settings.verify_ssl)
     if tls is None:
@@ -361,8 +365,8 @@ async def new_async_client(settings: ConnectionSettings, *, keepalive_expiry: fl
         timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         verify=tls,
         limits=httpx.Limits(
-            max_connections=4,
-            max_keepalive_connections=2,
+            max_connections=max_connections or 4,
+            max_keepalive_connections=max_connections or 2,
             keepalive_expiry=keepalive_expiry if keepalive_expiry is not None else 5.0,
         ),
         follow_redirects=False,

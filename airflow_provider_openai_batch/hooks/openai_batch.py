@@ -70,6 +70,8 @@ class OpenAIBatchHook(BaseHook):
     :param max_retries: retries of a transient failure per call, overriding the connection's extra.
     :param keepalive_expiry: seconds the async client keeps an idle connection open (httpx's default is 5 s);
         a trigger sets it above its poll interval so that polls reuse one connection.
+    :param max_connections: TCP connections the async client may hold (all kept alive); the triggers of one
+        connection share one hook and send their polls through this bounded pool.
     """
 
     conn_name_attr = "conn_id"
@@ -84,6 +86,7 @@ class OpenAIBatchHook(BaseHook):
         timeout: float | None = None,
         max_retries: int | None = None,
         keepalive_expiry: float | None = None,
+        max_connections: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +94,7 @@ class OpenAIBatchHook(BaseHook):
         self._timeout = timeout
         self._max_retries = max_retries
         self._keepalive_expiry = keepalive_expiry
+        self._max_connections = max_connections
         self._async_settings: ConnectionSettings | None = None
         self._async_client: httpx.AsyncClient | None = None
 
@@ -159,7 +163,9 @@ class OpenAIBatchHook(BaseHook):
     async def _aclient(self) -> tuple[httpx.AsyncClient, ConnectionSettings]:
         settings = await self.aget_settings()
         if self._async_client is None:
-            self._async_client = await new_async_client(settings, keepalive_expiry=self._keepalive_expiry)
+            self._async_client = await new_async_client(
+                settings, keepalive_expiry=self._keepalive_expiry, max_connections=self._max_connections
+            )
         return self._async_client, settings
 
     async def _asend_json(self, request: ApiRequest) -> dict[str, Any]:
@@ -274,6 +280,10 @@ class OpenAIBatchHook(BaseHook):
         :raises ValueError: for a limit outside 1..100, before any request.
         """
         return BatchPage.from_dict(self.transport.send_json(_list_request(after, limit)))
+
+    async def alist_batches(self, *, after: str | None = None, limit: int = 20) -> BatchPage:
+        """Async twin of :meth:`list_batches`, for the triggers' coalesced polling."""
+        return BatchPage.from_dict(await self._asend_json(_list_request(after, limit)))
 
     def iter_batches(
         self, *, after: str | None = None, page_size: int = 100, max_items: int | None = None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.outcome import PollErrorBudget, describe_progress
+from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 
 __all__ = ["EVENT_ERROR", "EVENT_TERMINAL", "OpenAIBatchTrigger"]
 
@@ -80,19 +80,19 @@ class OpenAIBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # The task checked the batch just before deferring, so nothing here is urgent. Waiting a random part
-        # of one interval first spreads the set-up and the polls of triggers that start together (a
-        # triggerer restart starts all of them in one loop iteration).
-        await asyncio.sleep(random.uniform(0, self.poll_interval))
-        hook = self._hook()
+        # The connection's poller learns this batch's status with every other batch waited on through the same
+        # connection, once per interval (the task checked the batch just before deferring: nothing is urgent).
         budget = PollErrorBudget(self.max_consecutive_errors)
-        loop = asyncio.get_running_loop()
+        subscription: Subscription | None = None
         try:
             last_progress = ""
             while True:
-                poll_started = loop.time()
                 try:
-                    batch = await hook.aretrieve_batch(self.batch_id)
+                    if subscription is None:
+                        subscription = await subscribe(
+                            self.conn_id, self.batch_id, poll_interval=self.poll_interval, max_retries=self.max_retries
+                        )
+                    batch = await subscription.next()
                 except Exception as exc:  # every failure ends in an event the task can explain
                     if budget.tolerates(exc):
                         self.log.warning(
@@ -102,7 +102,8 @@ class OpenAIBatchTrigger(BaseTrigger):
                             self.max_consecutive_errors,
                             exc,
                         )
-                        await asyncio.sleep(self._until_next_poll(poll_started, loop.time()))
+                        if subscription is None:  # the next round is the wait otherwise
+                            await asyncio.sleep(self.poll_interval)
                         continue
                     yield self._error_event(exc, retryable=budget.consecutive > self.max_consecutive_errors)
                     return
@@ -114,15 +115,9 @@ class OpenAIBatchTrigger(BaseTrigger):
                 if batch.status.is_terminal:
                     yield TriggerEvent({"status": EVENT_TERMINAL, "batch_id": self.batch_id, "batch": batch.to_dict()})  # type: ignore[no-untyped-call]
                     return
-                await asyncio.sleep(self._until_next_poll(poll_started, loop.time()))
         finally:
-            await hook.aclose()
-
-    def _until_next_poll(self, poll_started: float, now: float) -> float:
-        """Seconds to the next poll: one interval after the last one *started*, so a slow server does not
-        stretch the cadence, +-10 % so that triggers started together do not poll (and stall the loop) together.
-        A poll that overran its slot is followed at once, without catching up on the slots it missed."""
-        return max(0.0, poll_started + self.poll_interval * random.uniform(0.9, 1.1) - now)
+            if subscription is not None:
+                subscription.close()
 
     def _error_event(self, exc: Exception, *, retryable: bool) -> TriggerEvent:
         gave_up = " after too many consecutive transient failures" if retryable else ""

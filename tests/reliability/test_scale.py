@@ -57,18 +57,33 @@ def test_iterating_10000_batches_through_pages_with_faults(emu: EmulatorServer) 
 
 
 @pytest.mark.timeout(180)
-def test_200_triggers_in_one_loop_with_faults(emu: EmulatorServer) -> None:
-    emu.set_phase_seconds(0.5)
+@pytest.mark.parametrize("status_polling", ["retrieve", "auto"])
+def test_200_triggers_in_one_loop_with_faults(
+    emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch, status_polling: str
+) -> None:
+    """Every trigger ends with its own batch, whether the statuses come one by one or in list pages."""
+    set_conn(monkeypatch, emu.base_url, timeout=1, max_retries=3, status_polling=status_polling)
     ids = emu.seed_batches(200)
-    route = "GET /v1/batches/{id}"
+    if status_polling == "retrieve":
+        emu.set_phase_seconds(0.5)
+        route = "GET /v1/batches/{id}"
+        schedule = [(20, 25), (60, 20), (100, 20), (140, 15), (170, 15), (200, 15), (230, 5)]
+    else:  # 200 batches: two list pages a round, so far fewer requests to spread the faults over
+        emu.set_phase_seconds(1.0)
+        route = "GET /v1/batches"
+        schedule = [(1, 2), (4, 1), (6, 1), (8, 1), (10, 1), (12, 1), (14, 1)]
+    kinds: list[dict[str, Any]] = [
+        {"kind": "status", "status": 503},
+        {"kind": "drop"},
+        {"kind": "status", "status": 429, "retry_after_ms": 50},
+        {"kind": "truncated"},
+        {"kind": "not_json"},
+        {"kind": "status", "status": 502},
+        {"kind": "latency", "latency": 1.3},  # past the 1 s read timeout
+    ]
     rules = [
-        emu.faults.add(route, "status", status=503, after=20, times=25),
-        emu.faults.add(route, "drop", after=60, times=20),
-        emu.faults.add(route, "status", status=429, retry_after_ms=50, after=100, times=20),
-        emu.faults.add(route, "truncated", after=140, times=15),
-        emu.faults.add(route, "not_json", after=170, times=15),
-        emu.faults.add(route, "status", status=502, after=200, times=15),
-        emu.faults.add(route, "latency", latency=1.3, after=230, times=5),  # past the 1 s read timeout
+        emu.faults.add(route, fault.pop("kind"), after=after, times=times, **fault)
+        for fault, (after, times) in zip(kinds, schedule, strict=True)
     ]
 
     async def first_event(batch_id: str) -> dict[str, Any]:
@@ -85,7 +100,7 @@ def test_200_triggers_in_one_loop_with_faults(emu: EmulatorServer) -> None:
     elapsed = time.monotonic() - started
     fired = sum(rule.fired for rule in rules)
     REGISTRY.injections += fired
-    polls = emu.counters[route]
+    polls = emu.counters[route] + (emu.counters["GET /v1/batches/{id}"] if route == "GET /v1/batches" else 0)
 
     assert len(events) == 200
     for batch_id, event in zip(ids, events, strict=True):
@@ -96,6 +111,6 @@ def test_200_triggers_in_one_loop_with_faults(emu: EmulatorServer) -> None:
         assert event["batch"]["output_file_id"] == final["output_file_id"] is not None
     assert all(rule.fired > 0 for rule in rules), (polls, [(r.kind, r.status, r.fired) for r in rules])
     REGISTRY.notes.append(
-        f"scale: 200 triggers, {polls} polls, {fired} faults injected ({fired / polls:.0%}), all completed "
-        f"correctly in {elapsed:.1f}s"
+        f"scale: 200 triggers ({status_polling}), {polls} requests, {fired} faults injected ({fired / polls:.0%}), "
+        f"all completed correctly in {elapsed:.1f}s"
     )

@@ -3,13 +3,16 @@
 Run in a fresh interpreter, as a triggerer is a process of its own: the test suite's heap (thousands of objects
 from earlier tests) would otherwise lengthen every garbage collection that lands on the loop.
 
-Usage: ``python stall_probe.py BASE_URL N_TRIGGERS POLL_INTERVAL`` with the emulator already running at BASE_URL.
+Nothing is warmed up first: the triggers start cold, as in a triggerer that was just started, and they are
+started one per loop iteration, as Airflow's triggerer does.
+
+Usage: ``python stall_probe.py BASE_URL N_TRIGGERS POLL_INTERVAL BLOCKED`` with the emulator already running at
+BASE_URL; ``BLOCKED`` is the lateness in seconds from which a tick counts as blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
 import os
@@ -36,16 +39,8 @@ def create_batches(n: int) -> list[str]:
     return ids
 
 
-async def measure(batch_ids: list[str], poll_interval: float) -> dict[str, Any]:
-    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+async def measure(batch_ids: list[str], poll_interval: float, blocked: float) -> dict[str, Any]:
     from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
-
-    # Warm-up, as in a triggerer that has been running a while: the first lookup and request import modules.
-    hook = OpenAIBatchHook("openai_default")
-    await hook.aretrieve_batch(batch_ids[0])
-    await hook.aclose()
-    gc.collect()
-    gc.freeze()  # as Airflow's long-running processes do after start-up
 
     wall: list[float] = []
     cpu: list[float] = []
@@ -68,7 +63,11 @@ async def measure(batch_ids: list[str], poll_interval: float) -> dict[str, Any]:
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     try:
-        results = await asyncio.wait_for(asyncio.gather(*(one(b) for b in batch_ids)), timeout=120)
+        tasks = []
+        for batch_id in batch_ids:
+            tasks.append(asyncio.create_task(one(batch_id)))
+            await asyncio.sleep(0)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
     finally:
         stop.set()
         await tick_task
@@ -78,17 +77,18 @@ async def measure(batch_ids: list[str], poll_interval: float) -> dict[str, Any]:
         "worst_cpu": max(cpu),
         "worst_wall": max(wall),
         "p99_wall": sorted(wall)[int(0.99 * (len(wall) - 1))],
+        "blocked": sum(1 for late in wall if late >= blocked),
         "events": [events[0] if len(events) == 1 else {"count": len(events)} for events in results],
     }
 
 
 def main() -> None:
-    base_url, n, poll_interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    base_url, n, poll_interval, blocked = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
     os.environ["AIRFLOW_CONN_OPENAI_DEFAULT"] = json.dumps(
         {"conn_type": "openai_batch", "password": "sk-emulator", "host": base_url}
     )
     batch_ids = create_batches(n)
-    result = asyncio.run(measure(batch_ids, poll_interval))
+    result = asyncio.run(measure(batch_ids, poll_interval, blocked))
     print("STALL " + json.dumps(result), flush=True)
 
 

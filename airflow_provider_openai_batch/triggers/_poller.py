@@ -1,0 +1,272 @@
+"""The coalescing poller: one per connection and poll interval in a triggerer, for every batch waited on there.
+
+Each interval it learns the status of every waited-on batch with as few requests as it can. Batches are listed
+newest first, 100 a page, when the pages that hold them are fewer than the batches (one ``GET /batches``
+page reports up to 100 of them); the rest, and every batch when only one is waited on, are asked for with
+``GET /batches/{id}``, as a single trigger always did. Where last interval's pages held the batches, this
+interval asks for the same pages again in parallel (a page starts after a batch id, so it keeps its place
+however many batches are created above it); batches not found there are followed down the list as long as
+that is cheaper than asking for them one by one, and never past the oldest of them. A batch a list page
+leaves out is asked for on its own, and so is every batch of a service whose list is not usable.
+
+Every trigger receives the batch as the API returned it, or the error of the request that should have
+reported it. A request's failure reaches only the triggers whose batches that request was for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from airflow_provider_openai_batch.exceptions import (
+    BadRequestError,
+    NotFoundError,
+    OpenAIBatchAPIError,
+)
+from airflow_provider_openai_batch.models import Batch, BatchPage
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+__all__ = ["PAGE_SIZE", "BatchPoller"]
+
+log = logging.getLogger(__name__)
+
+#: Batches per ``GET /batches`` page: the API's maximum.
+PAGE_SIZE = 100
+#: Cursor of the first page (no ``after``).
+TOP = ""
+#: Most pages one round reads, whatever the mode (a bound, not a plan: 10,000 batches).
+MAX_PAGES = 100
+#: Trigger wake-ups per loop iteration: results are handed over in slices of this size, so that the
+#: triggers woken by one round never hold the event loop for long together.
+WAKE_SLICE = 100
+
+
+class BatchPoller:
+    """Learns the statuses of the batches waited on through one connection, once per ``interval``.
+
+    :param hook: the connection's shared hook (its async client is the connection's pool).
+    :param interval: seconds between rounds; every waiting trigger gets a status each round.
+    :param mode: ``auto``, ``list`` or ``retrieve`` (the connection's ``status_polling`` extra).
+    :param concurrency: requests in flight at once, at most (the pool's size).
+    """
+
+    def __init__(self, *, hook: OpenAIBatchHook, interval: float, mode: str, concurrency: int) -> None:
+        self.hook = hook
+        self.interval = interval
+        self.mode = mode
+        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._subscribers: collections.Counter[str] = collections.Counter()
+        self._waiting: dict[str, list[asyncio.Future[Batch]]] = {}
+        #: batch id -> the cursor of the page that held it last round.
+        self._page_of: dict[str, str] = {}
+        #: batches a listing did not find: asked for on their own from then on.
+        self._unlisted: set[str] = set()
+        self._created: dict[str, int] = {}
+        self._list_usable = True
+        self._task: asyncio.Task[None] | None = None
+        #: requests sent, by kind (for logs, tests and benchmarks).
+        self.requests: collections.Counter[str] = collections.Counter()
+
+    # -- subscriptions -----------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._subscribers
+
+    def subscribe(self, batch_id: str) -> None:
+        self._subscribers[batch_id] += 1
+
+    def unsubscribe(self, batch_id: str) -> None:
+        self._subscribers[batch_id] -= 1
+        if self._subscribers[batch_id] <= 0:
+            del self._subscribers[batch_id]
+            for forget in (self._page_of, self._created, self._waiting):
+                forget.pop(batch_id, None)
+            self._unlisted.discard(batch_id)
+        if self.idle and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def next_status(self, batch_id: str) -> Batch:
+        """The batch as the next round learns it.
+
+        :raises Exception: the error of the request that should have reported this batch.
+        """
+        future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(batch_id, []).append(future)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"openai-batch-poller-{self.hook.conn_id}")
+        return await future
+
+    # -- rounds ------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time() + self.interval
+        while not self.idle:
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
+            started = loop.time()
+            due = [batch_id for batch_id, futures in self._waiting.items() if futures]
+            if due:
+                try:
+                    await self._round(due)
+                except Exception as exc:  # never leave a trigger waiting on a round that broke
+                    log.exception("A status round for %d batch(es) failed", len(due))
+                    await self._fail(due, exc)
+            # One interval after the round started; a round that overran is followed at once.
+            next_round = max(started + self.interval, loop.time())
+
+    async def _round(self, due: list[str]) -> None:
+        todo = set(due)
+        lists = self.mode == "list" or (self.mode == "auto" and self._list_usable and len(due) > 1)
+        if lists:
+            try:
+                await self._list(todo)
+            except Exception as exc:
+                if not _list_unusable(exc):
+                    await self._fail(todo, exc)  # e.g. 429 or 5xx after the hook's retries: asked again next round
+                    return
+                if self.mode == "auto" and self._list_usable:
+                    self._list_usable = False
+                    log.warning(
+                        "Connection %r does not serve a usable GET /batches (%s); its triggers ask for each batch "
+                        "with GET /batches/{id} instead",
+                        self.hook.conn_id,
+                        exc,
+                    )
+        await self._retrieve_each(todo)
+        log.debug(
+            "Learned the status of %d batch(es) on %r; requests so far: %s", len(due), self.hook.conn_id, self.requests
+        )
+
+    async def _list(self, todo: set[str]) -> None:
+        """Read the pages that hold ``todo`` and hand over what they report; found ids leave ``todo``."""
+        threshold = 1 if self.mode == "list" else 2
+        targets: dict[str, set[str]] = collections.defaultdict(set)
+        for batch_id in todo:
+            if batch_id not in self._unlisted:
+                targets[self._page_of.get(batch_id, TOP)].add(batch_id)
+        # A page worth reading holds at least `threshold` of the batches; fewer pages than batches overall.
+        starts = [cursor for cursor, ids in targets.items() if len(ids) >= threshold]
+        starts.sort(key=lambda cursor: -len(targets[cursor]))
+        budget = [MAX_PAGES if self.mode == "list" else len(todo) - 1]
+        starts = starts[: budget[0]]
+        if not starts:
+            return
+        budget[0] -= len(starts)
+        chains = [self._chain(cursor, targets, todo, budget, set(starts), threshold) for cursor in starts]
+        await asyncio.gather(*chains)
+
+    async def _chain(
+        self,
+        cursor: str,
+        targets: dict[str, set[str]],
+        todo: set[str],
+        budget: list[int],
+        started: set[str],
+        threshold: int,
+    ) -> None:
+        """Read the page after ``cursor``, then further down while the batches it was for are further down."""
+        wanted = targets[cursor]
+        while True:
+            page = await self._page(cursor)
+            found = self._hand_over_page(page, cursor, todo)
+            await asyncio.sleep(0)  # let the woken triggers run before the next page is parsed
+            wanted -= found
+            last = page.data[-1] if page.data else None
+            further = {
+                batch_id
+                for batch_id in wanted
+                if batch_id in todo
+                and last is not None
+                # Not on this page but newer than its last batch: the list left it out (asked for on its own).
+                and (self._created.get(batch_id) is None or self._created[batch_id] <= (last.created_at or 0))
+            }
+            unknown_position = [b for b in further if b not in self._created]
+            if unknown_position and len(found) < 2:
+                # Looking for batches never seen before: go on only while the pages keep finding them.
+                further -= set(unknown_position)
+            self._unlisted.update(wanted - further)
+            if (
+                last is None
+                or not page.has_more
+                or len(further) < threshold
+                or budget[0] <= 0
+                or last.id in started  # the next page is being read already
+            ):
+                self._unlisted.update(further)
+                return
+            budget[0] -= 1
+            cursor = last.id
+            started.add(cursor)
+            wanted = further
+
+    async def _page(self, cursor: str) -> BatchPage:
+        async with self._limit:
+            self.requests["list"] += 1
+            return await self.hook.alist_batches(after=cursor or None, limit=PAGE_SIZE)
+
+    def _hand_over_page(self, page: BatchPage, cursor: str, todo: set[str]) -> set[str]:
+        found = set()
+        for batch in page.data:
+            if batch.id in todo:
+                todo.discard(batch.id)
+                self._page_of[batch.id] = cursor
+                self._unlisted.discard(batch.id)
+                self._deliver(batch.id, batch)
+                found.add(batch.id)
+        return found
+
+    async def _retrieve_each(self, todo: set[str]) -> None:
+        if not todo:
+            return
+        queue = collections.deque(todo)
+
+        async def worker() -> None:
+            while queue:
+                batch_id = queue.popleft()
+                try:
+                    async with self._limit:
+                        self.requests["retrieve"] += 1
+                        batch = await self.hook.aretrieve_batch(batch_id)
+                except Exception as exc:  # this batch's own failure (e.g. it disappeared): its triggers get it
+                    self._deliver(batch_id, exc)
+                else:
+                    self._deliver(batch_id, batch)
+
+        await asyncio.gather(*(worker() for _ in range(min(self._concurrency, len(queue)))))
+
+    # -- handing over ------------------------------------------------------------------------------
+
+    def _deliver(self, batch_id: str, outcome: Batch | BaseException) -> None:
+        if isinstance(outcome, Batch) and outcome.created_at is not None:
+            self._created[batch_id] = outcome.created_at
+        for future in self._waiting.pop(batch_id, ()):
+            if future.done():  # its trigger was cancelled
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def _fail(self, batch_ids: Iterable[str], exc: BaseException) -> None:
+        for number, batch_id in enumerate(list(batch_ids), start=1):
+            self._deliver(batch_id, exc)
+            if number % WAKE_SLICE == 0:
+                await asyncio.sleep(0)
+
+
+def _list_unusable(exc: BaseException) -> bool:
+    """Whether a failed list request means the service has no usable ``GET /batches`` (some gateways).
+
+    A garbled or HTML answer is not enough: a proxy's error page is answered so too, and passes.
+    """
+    if isinstance(exc, (NotFoundError, BadRequestError, ValueError)):  # ValueError: items that are no batches
+        return True
+    return isinstance(exc, OpenAIBatchAPIError) and exc.status_code in (405, 501)
