@@ -14,7 +14,7 @@ BENCH_VENV := .venv-bench
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv lint typecheck unit e2e test test-floor demo bench emulator constraints clean
+.PHONY: venv lint typecheck unit e2e test test-floor demo wheel bench emulator constraints clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -59,6 +59,10 @@ test: lint typecheck
 DAG ?= openai_batch_chat
 demo: venv
 	$(PY) -m example_dags.demo $(DAG)
+
+# The installable package (README: Install): dist/airflow_provider_openai_batch-<version>-py3-none-any.whl
+wheel: $(UV)
+	$(UV) build --wheel --out-dir dist
 
 $(BENCH_VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) venv --allow-existing --python $(PYTHON) $(BENCH_VENV)

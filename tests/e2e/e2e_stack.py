@@ -92,6 +92,15 @@ class AirflowStack:
     api_port: int = 0
     fernet_key: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    #: The Python that runs Airflow and the emulator (another venv, e.g. one with the built wheel installed).
+    python: str = sys.executable
+    dags_folder: Path = DAGS_FOLDER
+    expected_dag_ids: tuple[str, ...] = EXAMPLE_DAG_IDS
+    #: False: no ``openai_default`` from the environment (a test creates it, e.g. through the UI form).
+    env_connection: bool = True
+    #: True: one ``admin`` user who logs in with a generated password (instead of "everyone is admin").
+    login: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
     _token: str = ""
     _http: requests.Session = field(default_factory=requests.Session)
     _restarts: int = 0
@@ -131,7 +140,7 @@ class AirflowStack:
         self.env = self._build_env()
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
+            [self.python, "-m", "airflow", "db", "migrate"],
             env=self.env,
             check=True,
             stdout=(self.proc_logs_dir / "db-migrate.log").open("wb"),
@@ -146,7 +155,7 @@ class AirflowStack:
         log_path = self.proc_logs_dir / "emulator.log"
         popen = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "airflow_provider_openai_batch.emulator",
                 "--host",
@@ -187,7 +196,7 @@ class AirflowStack:
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -210,7 +219,6 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-                "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(connection),
                 "OPENAI_BATCH_POLL_INTERVAL": str(self.poll_interval),
                 "OPENAI_BATCH_EXAMPLES_DIR": str(self.data_dir),
                 "OPENAI_BATCH_EXAMPLES_EMULATOR": "1",
@@ -219,13 +227,25 @@ class AirflowStack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.env_connection:
+            env["AIRFLOW_CONN_OPENAI_DEFAULT"] = json.dumps(connection)
+        if self.login:
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "False"
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
+        env.update(self.extra_env)
         return env
+
+    @property
+    def admin_password(self) -> str:
+        """The ``admin`` user's password, which the API server generates into ``AIRFLOW_HOME`` (``login=True``)."""
+        generated = self.home / "simple_auth_manager_passwords.json.generated"
+        return str(json.loads(generated.read_text())["admin"])
 
     def start_component(self, name: str) -> Proc:
         suffix = f".{self._restarts}" if name in self.procs else ""
         log_path = self.proc_logs_dir / f"{name}{suffix}.log"
         popen = subprocess.Popen(
-            [sys.executable, "-m", "airflow", name],
+            [self.python, "-m", "airflow", name],
             env=self.env,
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
@@ -266,11 +286,11 @@ class AirflowStack:
                     (health.get(part) or {}).get("status") == "healthy"
                     for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
                 )
-                if healthy and set(EXAMPLE_DAG_IDS) <= dags:
+                if healthy and set(self.expected_dag_ids) <= dags:
                     return
                 last_error = RuntimeError(f"not ready yet: health={health}, dags={sorted(dags)}")
-            except (requests.RequestException, RuntimeError) as exc:
-                last_error = exc
+            except (requests.RequestException, RuntimeError, OSError, KeyError, ValueError) as exc:
+                last_error = exc  # OSError/KeyError/ValueError: the generated password file is not written yet
             time.sleep(0.5)
         errors = self.api("GET", "/api/v2/importErrors") if self.procs["api-server"].alive() else None
         raise RuntimeError(f"Airflow was not ready in time: {last_error}; import errors: {errors}")
@@ -279,7 +299,11 @@ class AirflowStack:
 
     def token(self) -> str:
         if not self._token:
-            resp = self._http.get(f"{self.api_url}/auth/token", timeout=10)
+            if self.login:
+                credentials = {"username": "admin", "password": self.admin_password}
+                resp = self._http.post(f"{self.api_url}/auth/token", json=credentials, timeout=10)
+            else:
+                resp = self._http.get(f"{self.api_url}/auth/token", timeout=10)
             resp.raise_for_status()
             self._token = resp.json()["access_token"]
         return self._token
