@@ -1,20 +1,23 @@
-"""The pre-flight cost check of the operators that upload: log the estimate, push it, hold the cap.
+"""What the operators do about cost: find the prices, hold the cap before upload, report the bill after.
 
-The estimate itself is counted while the input is validated (see :mod:`~airflow_provider_openai_batch.estimate`);
-this module is what a task does with it, before anything is uploaded or billed.
+The estimate itself is counted while the input is validated (see :mod:`~airflow_provider_openai_batch.estimate`)
+and the arithmetic of prices is in :mod:`~airflow_provider_openai_batch.pricing`; this module is what a task
+does with them: log, push XComs, fail before anything is uploaded or billed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch.estimate import CostEstimate, budget_problem
+from airflow_provider_openai_batch.pricing import CostReport, PriceTable, PricingError, batch_cost, resolve_price_table
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["XCOM_ESTIMATE", "check_cost_arguments", "enforce_budget"]
+__all__ = ["XCOM_ESTIMATE", "check_cost_arguments", "enforce_budget", "price_table", "report_cost"]
 
 #: XCom key of the pre-flight estimate (a :meth:`CostEstimate.to_dict`).
 XCOM_ESTIMATE = "estimate"
@@ -57,3 +60,40 @@ def enforce_budget(task: Any, context: Context, estimate: CostEstimate | None, m
         raise airflow_exceptions()[1](problem)
     if max_cost_usd is not None:
         task.log.info("The estimate is within max_cost_usd=%s", max_cost_usd)
+
+
+def price_table(hook: Any, conn_id: str, operator_prices: object) -> PriceTable:
+    """The shipped prices, overridden by the connection extra's ``prices``, then by the operator's ``prices``.
+
+    :raises PricingError: naming the override that is malformed.
+    """
+    extra = hook.get_connection(conn_id).extra_dejson
+    connection_prices = extra.get("prices") if isinstance(extra, Mapping) else None
+    return resolve_price_table(conn_id=conn_id, connection_prices=connection_prices, operator_prices=operator_prices)
+
+
+def report_cost(
+    task: Any, usages: Sequence[tuple[str | None, Any]], table: Callable[[], PriceTable]
+) -> dict[str, Any] | None:
+    """The usage and cost at batch prices of one batch or several (a job), logged in one line.
+
+    :param usages: ``(model, usage)`` per batch; batches without ``usage`` are left out, and with none at
+        all the result is ``None`` (batches created before 2025-09-07 report none).
+    :param table: gives the prices; called only when there is usage to price.
+
+    Never fails the task: the batches have run, and a price problem is a warning, not a lost result.
+    """
+    known = [(model, usage) for model, usage in usages if usage is not None]
+    if not known:
+        task.log.info("No token usage reported, so no cost")
+        return None
+    try:
+        prices = table()
+    except PricingError as exc:
+        task.log.warning("No cost: %s", exc)
+        reports = [CostReport.unpriced(model, usage, str(exc)) for model, usage in known]
+    else:
+        reports = [report for model, usage in known if (report := batch_cost(model, usage, prices)) is not None]
+    report = reports[0] if len(reports) == 1 else CostReport.total(reports)
+    task.log.info("%s", report.describe())
+    return report.to_dict()

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -255,8 +255,11 @@ class CostReport:
     reasoning_tokens: int
     cost_usd: float | None
     priced_as: str | None = None
+    #: the price used; ``None`` for several batches priced differently (see :meth:`total`).
     price: ModelPrice | None = None
     note: str | None = None
+    #: batches the report adds up.
+    batches: int = 1
 
     @classmethod
     def unpriced(cls, model: str | None, usage: Any, note: str) -> CostReport:
@@ -265,22 +268,49 @@ class CostReport:
         cached = min(int(usage.cached_tokens), inp)
         return cls(model, inp, cached, int(usage.output_tokens), int(usage.reasoning_tokens), None, note=note)
 
+    @classmethod
+    def total(cls, reports: Sequence[CostReport]) -> CostReport:
+        """The reports of several batches (a job's shards) as one: tokens and costs added up.
+
+        The cost is ``None`` if any batch has none: a partial sum would read as the whole bill.
+        """
+        unpriced = [r for r in reports if r.cost_usd is None]
+        prices = {r.price for r in reports}
+        return cls(
+            model=", ".join(sorted({str(r.model) for r in reports})),
+            input_tokens=sum(r.input_tokens for r in reports),
+            cached_input_tokens=sum(r.cached_input_tokens for r in reports),
+            output_tokens=sum(r.output_tokens for r in reports),
+            reasoning_tokens=sum(r.reasoning_tokens for r in reports),
+            cost_usd=None if unpriced else sum(r.cost_usd or 0.0 for r in reports),
+            priced_as=", ".join(sorted({r.priced_as for r in reports if r.priced_as})) or None,
+            price=prices.pop() if len(prices) == 1 else None,
+            note="; ".join(sorted({r.note for r in unpriced if r.note})) or None,
+            batches=sum(r.batches for r in reports),
+        )
+
+    @property
+    def prices_as_of(self) -> str | None:
+        return self.price.as_of if self.price else None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for XCom."""
         return {
             "model": self.model,
+            "batches": self.batches,
             "input_tokens": self.input_tokens,
             "cached_input_tokens": self.cached_input_tokens,
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
-            "cost_usd": self.cost_usd,
+            # Nano-dollars: exact for any real bill, without float noise in the XCom.
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 9),
             "priced_as": self.priced_as,
             "prices_per_1m_tokens": (
                 None
                 if self.price is None
                 else {"input": self.price.input, "cached_input": self.price.cached_input, "output": self.price.output}
             ),
-            "prices_as_of": self.price.as_of if self.price else None,
+            "prices_as_of": self.prices_as_of,
             "prices_source": self.price.source if self.price else None,
             "note": self.note,
         }
@@ -291,13 +321,16 @@ class CostReport:
             f"{self.input_tokens:,} input tokens ({self.cached_input_tokens:,} cached), "
             f"{self.output_tokens:,} output tokens ({self.reasoning_tokens:,} reasoning)"
         )
+        what = "Batch usage" if self.batches == 1 else f"Usage of {self.batches} batches"
         if self.cost_usd is None:
-            return f"Batch usage (model {self.model}): {tokens}; cost unknown: {self.note}"
-        assert self.price is not None
-        return (
-            f"Batch usage (model {self.model}): {tokens}; cost {usd(self.cost_usd)} at batch prices "
-            f"(priced as {self.priced_as}, prices as of {self.price.as_of}, source: {self.price.source})"
+            return f"{what} (model {self.model}): {tokens}; cost unknown: {self.note}"
+        where = (
+            f"prices as of {self.price.as_of}, source: {self.price.source}"
+            if self.price
+            else "each model at its own prices"
         )
+        cost = f"cost {usd(self.cost_usd)} at batch prices (priced as {self.priced_as}, {where})"
+        return f"{what} (model {self.model}): {tokens}; {cost}"
 
 
 def batch_cost(model: str | None, usage: Any, table: PriceTable | None = None) -> CostReport | None:
@@ -319,4 +352,4 @@ def batch_cost(model: str | None, usage: Any, table: PriceTable | None = None) -
     inp, cached, out = report.input_tokens, report.cached_input_tokens, report.output_tokens
     cached_price = price.input if price.cached_input is None else price.cached_input
     cost = _usd(inp - cached, price.input) + _usd(cached, cached_price) + _usd(out, price.output)
-    return replace(report, cost_usd=round(cost, 6), priced_as=name, price=price, note=None)
+    return replace(report, cost_usd=cost, priced_as=name, price=price, note=None)

@@ -161,37 +161,16 @@ class BatchWaitMixin:
     # -- finishing -----------------------------------------------------------------------------
 
     def price_table(self) -> PriceTable:
-        """The shipped prices, overridden by the connection extra's ``prices`` and then by ``self.prices``.
+        """The shipped prices, overridden by the connection extra's ``prices`` and then by ``self.prices``."""
+        from airflow_provider_openai_batch.budget import price_table
 
-        :raises PricingError: when an override is malformed.
-        """
-        from airflow_provider_openai_batch.pricing import resolve_price_table
-
-        extra = self.hook.get_connection(self.conn_id).extra_dejson
-        connection_prices = extra.get("prices") if isinstance(extra, Mapping) else None
-        return resolve_price_table(
-            conn_id=self.conn_id, connection_prices=connection_prices, operator_prices=self.prices
-        )
+        return price_table(self.hook, self.conn_id, self.prices)
 
     def report_cost(self, batch: Batch) -> dict[str, Any] | None:
-        """The batch's usage and cost at batch prices, logged in one line; ``None`` without ``usage``.
+        """The batch's usage and cost at batch prices, logged in one line; ``None`` without ``usage``."""
+        from airflow_provider_openai_batch.budget import report_cost
 
-        Never fails the task: the batch has run, and a price problem is a warning, not a lost result.
-        """
-        from airflow_provider_openai_batch.pricing import CostReport, PricingError, batch_cost
-
-        if batch.usage is None:
-            self.log.info("Batch %s reports no token usage, so no cost", batch.id)  # type: ignore[attr-defined]
-            return None
-        try:
-            table = self.price_table()
-        except PricingError as exc:
-            self.log.warning("No cost for batch %s: %s", batch.id, exc)  # type: ignore[attr-defined]
-            return CostReport.unpriced(batch.model, batch.usage, str(exc)).to_dict()
-        report = batch_cost(batch.model, batch.usage, table)
-        assert report is not None
-        self.log.info("%s", report.describe())  # type: ignore[attr-defined]
-        return report.to_dict()
+        return report_cost(self, [(batch.model, batch.usage)], self.price_table)
 
     def push_batch_xcoms(self, context: Context, batch: Batch) -> None:
         """Push ``output_file_id``, ``error_file_id``, the ``batch`` summary and its ``cost``."""

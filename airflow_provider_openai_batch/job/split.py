@@ -22,6 +22,7 @@ from typing import IO, Any
 from airflow_provider_openai_batch.batch_input.checker import LineChecker, StopCheck
 from airflow_provider_openai_batch.batch_input.endpoints import EMBEDDINGS, normalize_endpoint
 from airflow_provider_openai_batch.batch_input.reading import READ_CHUNK
+from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.ids import leading_custom_id
 from airflow_provider_openai_batch.job.limits import ShardLimits
@@ -41,6 +42,8 @@ class SplitInput:
 
     plan: JobPlan
     paths: tuple[Path, ...]
+    #: the pre-flight cost bound, counted per model in the same pass (price it with ``result``).
+    estimator: CostEstimator | None = None
 
 
 def open_index(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -318,4 +321,4 @@ def split_input(
         leading_ids=splitter.leading_ids,
         shards=tuple(shards),
     )
-    return SplitInput(plan=plan, paths=tuple(splitter.paths))
+    return SplitInput(plan=plan, paths=tuple(splitter.paths), estimator=rules.estimator)

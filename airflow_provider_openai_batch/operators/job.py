@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, price_table, report_cost
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, Verdict
-from airflow_provider_openai_batch.waiting import airflow_exceptions, as_seconds, default_deferrable
+from airflow_provider_openai_batch.waiting import XCOM_COST, airflow_exceptions, as_seconds, default_deferrable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
+    from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
 
@@ -54,9 +56,10 @@ class OpenAIBatchJobOperator(BaseOperator):
        error file. Memory stays small whatever the job's size (on-disk indexes).
     5. **Judge** the whole job as the sensor judges one batch, and return the manifest.
 
-    XComs: ``batch_ids`` (as soon as all shard batches exist), ``manifest`` and ``return_value`` (the
-    manifest: every shard's batch id, line range, status and counts; the merged files' paths, lines and
-    bytes; totals, failed lines by error code, token usage).
+    XComs: ``estimate`` (the pre-flight cost bound, before any upload), ``batch_ids`` (as soon as all shard
+    batches exist), ``cost`` (tokens and USD at batch prices over every shard), ``manifest`` and
+    ``return_value`` (the manifest: every shard's batch id, line range, status and counts; the merged
+    files' paths, lines and bytes; totals, failed lines by error code, token usage).
 
     :param endpoint: the endpoint of every request, e.g. ``/v1/chat/completions`` (templated).
     :param input_file: a local path, a URI (``s3://``, ``file://``, ...) or an ``ObjectStoragePath`` of the
@@ -79,6 +82,13 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param cancel_on_kill: cancel every shard batch of this task still running when the task is killed
         (also while deferred on Airflow 3.3+).
     :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
+    :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
+        USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
+        Used for the ``estimate`` and ``cost`` XComs.
+    :param max_cost_usd: fail before anything is uploaded when the pre-flight estimate of the whole input
+        (an upper bound, counted while it is split) exceeds this many US dollars, or cannot be computed.
+    :param dry_run: check, split and estimate the input, then stop: nothing is uploaded and no batch is
+        created; returns the estimate.
     """
 
     template_fields: Sequence[str] = (
@@ -112,10 +122,14 @@ class OpenAIBatchJobOperator(BaseOperator):
         max_failed_requests: int | float | None = None,
         cancel_on_kill: bool = True,
         max_consecutive_errors: int = 10,
+        prices: Mapping[str, Any] | None = None,
+        max_cost_usd: float | None = None,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         FailedRequestsPolicy(max_failed_requests)
+        check_cost_arguments(max_cost_usd, dry_run, has_local_input=True)
         self.endpoint = endpoint
         self.input_file = input_file
         self.destination = destination
@@ -133,6 +147,10 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.max_failed_requests = max_failed_requests
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
+        self.prices = prices
+        self.max_cost_usd = max_cost_usd
+        # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
+        self.dry_run_only = dry_run
         self.batch_ids: list[str] = []
 
     @cached_property
@@ -141,6 +159,10 @@ class OpenAIBatchJobOperator(BaseOperator):
         from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
         return OpenAIBatchHook(self.conn_id)
+
+    def price_table(self) -> PriceTable:
+        """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``."""
+        return price_table(self.hook, self.conn_id, self.prices)
 
     # -- split and submit ------------------------------------------------------------------------
 
@@ -177,6 +199,12 @@ class OpenAIBatchJobOperator(BaseOperator):
                 len(plan.shards),
                 limits.to_dict(),
             )
+            if split.estimator is not None:
+                estimate = split.estimator.result(plan.endpoint, self.price_table())
+                enforce_budget(self, context, estimate, self.max_cost_usd)
+                if self.dry_run_only:
+                    self.log.info("Dry run: nothing was uploaded and no batch was created")
+                    return estimate.to_dict()
             plan, batches = self._submit(context, split, source.name)
         context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return self._wait(context, plan, batches)
@@ -355,6 +383,9 @@ class OpenAIBatchJobOperator(BaseOperator):
 
         _, AirflowFailException = airflow_exceptions()
         ti = context["ti"]
+        shard_batches = [(shard, batches.get(shard.batch_id or "")) for shard in plan.shards]
+        usages = [(batch.model or shard.model, batch.usage) for shard, batch in shard_batches if batch is not None]
+        ti.xcom_push(key=XCOM_COST, value=report_cost(self, usages, self.price_table))
         first = self._judge(plan, batches)
         if first.reason == "shard_failed":  # nothing to merge while the other shards may still run
             manifest = build_manifest(

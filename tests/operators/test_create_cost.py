@@ -14,10 +14,13 @@ from test_create_operator import create_op
 from airflow_provider_openai_batch.emulator import EmulatorServer
 
 
-def write_input(path: Path, n: int = 4, *, max_tokens: int | None = 32, model: str = MODEL) -> Path:
+def write_input(
+    path: Path, n: int = 4, *, max_tokens: int | None = 32, model: str = MODEL, models: list[str] | None = None
+) -> Path:
+    """``n`` chat requests "Summarize ticket <i>" (or one per entry of ``models``)."""
     lines = []
-    for i in range(n):
-        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": f"Summarize ticket {i}"}]}
+    for i, name in enumerate(models or [model] * n):
+        body: dict[str, Any] = {"model": name, "messages": [{"role": "user", "content": f"Summarize ticket {i}"}]}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         lines.append(json.dumps({"custom_id": f"t-{i}", "method": "POST", "url": ENDPOINT, "body": body}))
