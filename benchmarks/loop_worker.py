@@ -26,7 +26,7 @@ from benchmarks.common import OFFICIAL, OFFICIAL_CONN_ID, OUR_CONN_ID, OURS, per
 TICK = 0.010
 
 
-def make_triggers(impl: str, n: int, poll_interval: float) -> list[Any]:
+def make_triggers(impl: str, n: int, poll_interval: float, shards: int = 0) -> list[Any]:
     if impl == OURS:
         # What the first run() would import inside the loop: imported here, as in a triggerer that has
         # already run one such trigger (the one-off import is measured in section 4). The official
@@ -34,6 +34,18 @@ def make_triggers(impl: str, n: int, poll_interval: float) -> list[Any]:
         import httpx  # noqa: F401
 
         import airflow_provider_openai_batch.hooks.openai_batch  # noqa: F401
+
+        if shards:  # N jobs of ``shards`` batches each: one job trigger per job, as the job operator defers
+            from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+
+            return [
+                OpenAIBatchJobTrigger(
+                    conn_id=OUR_CONN_ID,
+                    batch_ids=[f"batch_bench_{i}_{k}" for k in range(shards)],
+                    poll_interval=poll_interval,
+                )
+                for i in range(n)
+            ]
         from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 
         return [
@@ -141,11 +153,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", action="store_true", help="run one warm-up trigger first (not measured)")
     parser.add_argument("--no-ticker", action="store_true", help="no lag ticker (for CPU per poll)")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() the start-up heap before the run")
+    parser.add_argument("--shards", type=int, default=0, help="N job triggers of this many batches each (ours)")
     parser.add_argument("--out", required=True, help="where the JSON result is written")
     parser.add_argument("--profile", help="write cProfile stats of the run to this file (diagnosis only)")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    triggers = make_triggers(args.impl, args.n, args.poll_interval)
+    triggers = make_triggers(args.impl, args.n, args.poll_interval, args.shards)
     warmup = None
     if args.warmup:
         warmup = make_triggers(args.impl, 1, args.poll_interval)[0]
