@@ -409,53 +409,32 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _merge(
         self, plan: JobPlan, batches: Mapping[str, Batch]
     ) -> tuple[dict[str, Any], dict[str, Any] | None, MergeStats]:
-        from airflow_provider_openai_batch.job.destination import Destination
-        from airflow_provider_openai_batch.job.merge import ResultFile, merge_results
+        from airflow_provider_openai_batch.job.collect import collect_results
         from airflow_provider_openai_batch.operators.batch import _InputFile
 
         source = _InputFile(self.input_file)
-        stem = Path(source.name).stem or "job"
-        with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
-            work = Path(scratch)
-            started = time.monotonic()
-            results: list[ResultFile] = []
-            for shard in plan.shards:
-                batch = batches[str(shard.batch_id)]
-                for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
-                    if file_id:
-                        path = work / f"{file_id}.jsonl"
-                        self.hook.download_file(file_id, path)
-                        results.append(ResultFile(path, ok=ok))
-            downloaded = time.monotonic()
-            destination = Destination(self.destination, work)
-            out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
-            with (
-                destination.writer(out_name) as (out, out_scratch),
-                destination.writer(err_name) as (err, err_scratch),
-                source.open() as handle,
-            ):
-                stats = merge_results(handle, results, out, err, plan=plan, workdir=work)
-            output = {"path": destination.publish(out_name, out_scratch), "lines": stats.output_lines}
-            output["bytes"] = stats.output_bytes
-            error: dict[str, Any] | None = None
-            if stats.error_lines:
-                error = {"path": destination.publish(err_name, err_scratch), "lines": stats.error_lines}
-                error["bytes"] = stats.error_bytes
-            else:
-                destination.discard(err_name, err_scratch)
+        merged = collect_results(
+            plan,
+            batches,
+            download=self.hook.download_file,
+            open_input=source.open,
+            input_name=source.name,
+            destination=self.destination,
+        )
+        stats = merged.stats
         self.log.info(
             "Merged %d result file(s) in input order: %d answered, %d failed or unanswered (%d missing); "
             "download %.1fs, merge %.1fs",
-            len(results),
+            merged.result_files,
             stats.output_lines,
             stats.error_lines,
             stats.missing,
-            downloaded - started,
-            time.monotonic() - downloaded,
+            merged.download_seconds,
+            merged.merge_seconds,
         )
         if stats.unexpected:
             self.log.warning("%d result line(s) matched no input line and were left out", stats.unexpected)
-        return output, error, stats
+        return merged.output, merged.error, stats
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""

@@ -1,0 +1,82 @@
+"""Fetch every shard batch's result files and merge them into the job's two files at its destination."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from airflow_provider_openai_batch.job.destination import Destination
+from airflow_provider_openai_batch.job.merge import MergeStats, ResultFile, merge_results
+from airflow_provider_openai_batch.job.plan import JobPlan
+from airflow_provider_openai_batch.models import Batch
+
+__all__ = ["MergedJob", "collect_results"]
+
+
+@dataclass(frozen=True)
+class MergedJob:
+    """The merged files (``path``, ``lines``, ``bytes``; no error file when nothing failed) and how it went."""
+
+    output: dict[str, Any]
+    error: dict[str, Any] | None
+    stats: MergeStats
+    result_files: int
+    download_seconds: float
+    merge_seconds: float
+
+
+def collect_results(
+    plan: JobPlan,
+    batches: Mapping[str, Batch],
+    *,
+    download: Callable[[str, Path], Any],
+    open_input: Callable[[], AbstractContextManager[IO[Any]]],
+    input_name: str,
+    destination: Any,
+) -> MergedJob:
+    """Download the shard batches' output and error files to a scratch folder, then merge them in input order
+    into ``<input name>_output.jsonl`` and ``<input name>_error.jsonl`` at ``destination``.
+
+    :param plan: the job's plan; every shard has its batch in ``batches``.
+    :param batches: the shard batches, terminal, by id.
+    :param download: ``(file_id, local path)``: streams one file from the API (the hook's ``download_file``).
+    :param open_input: opens the job's input again, in binary, at its start.
+    :param input_name: the input's file name; the merged files are named after its stem.
+    :param destination: a local folder, a URI or an ``ObjectStoragePath``.
+    """
+    stem = Path(input_name).stem or "job"
+    with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
+        work = Path(scratch)
+        started = time.monotonic()
+        results: list[ResultFile] = []
+        for shard in plan.shards:
+            batch = batches[str(shard.batch_id)]
+            # Errors first, answers last: a line with both keeps its answer.
+            for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
+                if file_id:
+                    path = work / f"{file_id}.jsonl"
+                    download(file_id, path)
+                    results.append(ResultFile(path, ok=ok))
+        downloaded = time.monotonic()
+        target = Destination(destination, work)
+        out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
+        with (
+            target.writer(out_name) as (out, out_scratch),
+            target.writer(err_name) as (err, err_scratch),
+            open_input() as handle,
+        ):
+            stats = merge_results(handle, results, out, err, plan=plan, workdir=work)
+        output = {"path": target.publish(out_name, out_scratch), "lines": stats.output_lines}
+        output["bytes"] = stats.output_bytes
+        error: dict[str, Any] | None = None
+        if stats.error_lines:
+            error = {"path": target.publish(err_name, err_scratch), "lines": stats.error_lines}
+            error["bytes"] = stats.error_bytes
+        else:
+            target.discard(err_name, err_scratch)
+    return MergedJob(output, error, stats, len(results), downloaded - started, time.monotonic() - downloaded)
