@@ -161,8 +161,14 @@ class OpenAIBatchJobOperator(BaseOperator):
         return OpenAIBatchHook(self.conn_id)
 
     def price_table(self) -> PriceTable:
-        """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``."""
-        return price_table(self.hook, self.conn_id, self.prices)
+        """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``.
+
+        Built once per task process, so a model missing from it is warned about once.
+        """
+        table: PriceTable | None = getattr(self, "_price_table", None)
+        if table is None:
+            table = self._price_table = price_table(self.hook, self.conn_id, self.prices)
+        return table
 
     # -- split and submit ------------------------------------------------------------------------
 

@@ -143,6 +143,13 @@ def test_chat_example_end_to_end_through_the_triggerer(airflow: AirflowStack) ->
     assert airflow.xcom(CHAT, run_id, "wait_for_batch") == batch["output_file_id"]
     assert airflow.xcom(CHAT, run_id, "wait_for_batch", key="batch")["status"] == "completed"
 
+    # Cost in a real Airflow: the pre-flight bound from create, the bill from the sensor, and the bound holds.
+    estimate = airflow.xcom(CHAT, run_id, "create_batch", key="estimate")
+    cost = airflow.xcom(CHAT, run_id, "wait_for_batch", key="cost")
+    assert cost["input_tokens"] == batch["usage"]["input_tokens"] > 0
+    assert cost["prices_as_of"] and 0 < cost["cost_usd"] <= estimate["cost_usd"]
+    assert "Batch usage (model " in airflow.task_log(CHAT, run_id, "wait_for_batch")
+
     # One result per request, matched by custom_id.
     input_ids = read_custom_ids(airflow.xcom(CHAT, run_id, "write_input", key="input_file"))
     summary = airflow.xcom(CHAT, run_id, "summarize")

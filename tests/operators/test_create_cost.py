@@ -141,3 +141,16 @@ def test_cost_arguments_are_checked_when_the_dag_is_parsed(kwargs: dict[str, Any
 def test_base_operator_dry_run_method_still_works(tmp_path: Path) -> None:
     op = create_op(input_file=str(tmp_path / "in.jsonl"), dry_run=True)
     assert callable(op.dry_run)
+
+
+def test_unknown_model_is_warned_about_once_for_estimate_and_cost(
+    openai_conn: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ti = FakeTI()
+    op = create_op(input_file=write_input(tmp_path / "in.jsonl", model="my-deployment"), wait_for_completion=True)
+    with caplog.at_level("WARNING", logger="airflow_provider_openai_batch.pricing"):
+        op.execute(context(ti))
+    assert ti.xcoms["estimate"]["cost_usd"] is None and ti.xcoms["cost"]["cost_usd"] is None
+    assert ti.xcoms["cost"]["input_tokens"] > 0
+    warnings = [r for r in caplog.records if "my-deployment" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
