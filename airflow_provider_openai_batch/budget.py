@@ -17,7 +17,7 @@ from airflow_provider_openai_batch.pricing import CostReport, PriceTable, Pricin
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["XCOM_ESTIMATE", "check_cost_arguments", "enforce_budget", "price_table", "report_cost"]
+__all__ = ["XCOM_ESTIMATE", "check_cost_arguments", "enforce_budget", "price_table", "report_cost", "task_price_table"]
 
 #: XCom key of the pre-flight estimate (a :meth:`CostEstimate.to_dict`).
 XCOM_ESTIMATE = "estimate"
@@ -70,6 +70,15 @@ def price_table(hook: Any, conn_id: str, operator_prices: object) -> PriceTable:
     extra = hook.get_connection(conn_id).extra_dejson
     connection_prices = extra.get("prices") if isinstance(extra, Mapping) else None
     return resolve_price_table(conn_id=conn_id, connection_prices=connection_prices, operator_prices=operator_prices)
+
+
+def task_price_table(task: Any) -> PriceTable:
+    """:func:`price_table` for an operator (its ``hook``, ``conn_id`` and ``prices``), built once per task
+    process, so that a model missing from it is warned about once."""
+    table: PriceTable | None = getattr(task, "_price_table", None)
+    if table is None:
+        table = task._price_table = price_table(task.hook, task.conn_id, task.prices)
+    return table
 
 
 def report_cost(

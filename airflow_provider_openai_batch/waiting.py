@@ -161,16 +161,10 @@ class BatchWaitMixin:
     # -- finishing -----------------------------------------------------------------------------
 
     def price_table(self) -> PriceTable:
-        """The shipped prices, overridden by the connection extra's ``prices`` and then by ``self.prices``.
+        """The shipped prices, overridden by the connection extra's ``prices`` and then by ``self.prices``."""
+        from airflow_provider_openai_batch.budget import task_price_table
 
-        Built once per task process, so a model missing from it is warned about once.
-        """
-        from airflow_provider_openai_batch.budget import price_table
-
-        table: PriceTable | None = getattr(self, "_price_table", None)
-        if table is None:
-            table = self._price_table = price_table(self.hook, self.conn_id, self.prices)
-        return table
+        return task_price_table(self)
 
     def report_cost(self, batch: Batch) -> dict[str, Any] | None:
         """The batch's usage and cost at batch prices, logged in one line; ``None`` without ``usage``."""

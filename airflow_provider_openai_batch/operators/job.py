@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, price_table, report_cost
+from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, Verdict
 from airflow_provider_openai_batch.waiting import XCOM_COST, airflow_exceptions, as_seconds, default_deferrable
 
@@ -161,14 +161,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         return OpenAIBatchHook(self.conn_id)
 
     def price_table(self) -> PriceTable:
-        """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``.
-
-        Built once per task process, so a model missing from it is warned about once.
-        """
-        table: PriceTable | None = getattr(self, "_price_table", None)
-        if table is None:
-            table = self._price_table = price_table(self.hook, self.conn_id, self.prices)
-        return table
+        """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``."""
+        return task_price_table(self)
 
     # -- split and submit ------------------------------------------------------------------------
 
