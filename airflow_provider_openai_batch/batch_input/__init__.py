@@ -31,7 +31,7 @@ from airflow_provider_openai_batch.batch_input.endpoints import (
     RESPONSES,
     normalize_endpoint,
 )
-from airflow_provider_openai_batch.batch_input.reading import LineCounter, count_lines, iter_lines
+from airflow_provider_openai_batch.batch_input.reading import STORAGE_BLOCK_SIZE, LineCounter, count_lines, iter_lines
 from airflow_provider_openai_batch.batch_input.records import BatchRequest, InputSummary
 from airflow_provider_openai_batch.batch_input.results import BatchResult, iter_results, iter_results_file, read_results
 from airflow_provider_openai_batch.batch_input.validate import validate_batch_input
@@ -43,6 +43,7 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "MAX_REQUESTS",
     "RESPONSES",
+    "STORAGE_BLOCK_SIZE",
     "BatchRequest",
     "BatchResult",
     "InputSummary",

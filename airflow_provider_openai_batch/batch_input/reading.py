@@ -11,8 +11,12 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["READ_CHUNK", "LineCounter", "count_lines", "describe_source", "iter_lines"]
+__all__ = ["READ_CHUNK", "STORAGE_BLOCK_SIZE", "LineCounter", "count_lines", "describe_source", "iter_lines"]
 
+#: Block size for object-storage files (fsspec ``block_size``): the most one buffered read or one multipart
+#: upload part holds. fsspec's defaults (s3fs: 50 MiB) would hold a typical batch file whole; 5 MiB is S3's
+#: smallest multipart part and a multiple of the 256 KiB that GCS wants.
+STORAGE_BLOCK_SIZE = 5 * 1024 * 1024
 #: Bytes asked of the stream per read: large enough for few calls, small enough for constant memory.
 READ_CHUNK = 1024 * 1024
 

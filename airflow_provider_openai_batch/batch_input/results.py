@@ -9,9 +9,10 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from airflow_provider_openai_batch.batch_input.checker import show
+from airflow_provider_openai_batch.batch_input.reading import iter_lines
 
 __all__ = ["BatchResult", "iter_results", "iter_results_file", "read_results"]
 
@@ -148,16 +149,19 @@ class BatchResult:
         return None
 
 
-def iter_results(lines: Iterable[str | bytes], *, source: str | None = None) -> Iterator[BatchResult]:
+def iter_results(lines: Iterable[str | bytes] | IO[Any], *, source: str | None = None) -> Iterator[BatchResult]:
     """Parse output or error file lines lazily, skipping blank lines.
 
-    :param lines: the file's lines, as text or bytes (a file object opened in either mode works).
+    :param lines: the file's lines, as text or bytes; or a file object opened in either mode, read with
+        ``read(size)`` only (so wrappers that do not iterate, such as Airflow 3.1.0's object-storage files,
+        work too).
     :param source: name of the file, put into error messages.
     :raises ValueError: for a line that is not UTF-8, not JSON, or has no ``custom_id``, naming its
         1-based line number.
     """
     where = f"{source} " if source else ""
-    for number, line in enumerate(lines, start=1):
+    items: Iterable[str | bytes] = iter_lines(cast(IO[Any], lines)) if hasattr(lines, "read") else lines
+    for number, line in enumerate(items, start=1):
         try:
             text = line.decode("utf-8-sig" if number == 1 else "utf-8") if isinstance(line, bytes) else line
             if not text.strip():

@@ -93,10 +93,12 @@ class _InputFile:
             with self.local.open("rb") as handle:
                 yield handle
             return
+        from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE
+
         path = self._storage_path()
         if not path.exists():
             raise FileNotFoundError(f"Batch input file not found: {path}")
-        with path.open("rb") as handle:
+        with path.open("rb", block_size=STORAGE_BLOCK_SIZE) as handle:
             yield cast(BinaryIO, handle)
 
     def __str__(self) -> str:
@@ -427,7 +429,7 @@ class OpenAIBatchDownloadOperator(BaseOperator):
         return result
 
     def _download(self, hook: Any, file_id: str, name: str) -> dict[str, Any]:
-        from airflow_provider_openai_batch.batch_input import LineCounter, count_lines
+        from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, LineCounter, count_lines
 
         dest = self.destination
         if isinstance(dest, (str, os.PathLike)) and "://" not in os.fspath(dest):
@@ -440,7 +442,7 @@ class OpenAIBatchDownloadOperator(BaseOperator):
 
             target = dest if hasattr(dest, "fs") else ObjectStoragePath(os.fspath(dest))
             target = target / name
-            with target.open("wb") as raw:
+            with target.open("wb", block_size=STORAGE_BLOCK_SIZE) as raw:
                 counter = LineCounter(raw)
                 written = hook.download_file(file_id, counter)
             lines = counter.lines

@@ -215,3 +215,21 @@ def test_iter_results_file_streams(tmp_path: Path) -> None:
     results = iter_results_file(path)
     assert next(results).custom_id == "req-1"
     assert [r.custom_id for r in results] == ["req-2", "req-3"]
+
+
+class ReadOnly:
+    """A file object that only reads, like Airflow 3.1.0's object-storage file wrapper (it does not iterate)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+    def __iter__(self) -> Any:
+        raise TypeError("not iterable")
+
+
+def test_results_are_read_from_a_stream_that_only_reads() -> None:
+    results = read_results(ReadOnly(jsonl(CHAT_OK, EXPIRED).encode()))  # type: ignore[arg-type]
+    assert sorted(results) == ["req-1", "req-3"]

@@ -15,13 +15,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hook_helpers import API_KEY, LocalServer, RequestHandler, file_payload
+from memory_tracing import traced_peak
 
 from airflow_provider_openai_batch.exceptions import APIConnectionError, NotFoundError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
@@ -285,17 +285,6 @@ def big_server(server: LocalServer, set_conn: Callable[..., None]) -> tuple[Loca
     server.route("GET", "/files/file-big/content", streaming_download)
     set_conn(host=server.url, max_retries=0)
     return server, stats
-
-
-def traced_peak(call: Callable[[], Any]) -> tuple[Any, int]:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        result = call()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return result, peak
 
 
 def test_upload_200mb_streams_in_constant_memory(
