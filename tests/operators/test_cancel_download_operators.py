@@ -51,6 +51,9 @@ def test_cancel_waits_until_cancelled_and_pushes_the_partial_output(openai_conn:
     assert ti.xcoms["batch_id"] == batch_id
     assert ti.xcoms["output_file_id"] == final["output_file_id"]
     assert ti.xcoms["batch"]["status"] == "cancelled"
+    # The requests that ran before the cancel are billed: their cost is reported too.
+    assert ti.xcoms["cost"]["input_tokens"] == final["usage"]["input_tokens"] > 0
+    assert ti.xcoms["cost"]["cost_usd"] > 0
     assert openai_conn.counters[CANCEL] == 1
 
 
