@@ -588,7 +588,7 @@ class Store:
                         continue
                 if errors:
                     continue  # the batch fails anyway; don't compute results
-                res = results.compute(endpoint, body, created=created, batch_id=b.id, custom_id=custom_id)
+                res = results.compute(endpoint, body, created=created, batch_id=b.id, custom_id=custom_id, line=line_no)
                 info = RequestInfo(custom_id, line_no, start, len(raw), res.ok, res.input_tokens, res.output_tokens)
                 reqs.append((info, results.order_key(custom_id)))
         if not errors and not reqs:
@@ -622,7 +622,7 @@ class Store:
                 def result_line(r: RequestInfo) -> JSON:
                     body = self._read_line(fh, r)["body"]
                     res = results.compute(
-                        endpoint, body, created=b.result_created, batch_id=b.id, custom_id=r.custom_id
+                        endpoint, body, created=b.result_created, batch_id=b.id, custom_id=r.custom_id, line=r.line
                     )
                     return {
                         "id": results.line_id(b.id, r.custom_id),

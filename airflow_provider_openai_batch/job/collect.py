@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -28,6 +29,9 @@ class MergedJob:
     result_files: int
     download_seconds: float
     merge_seconds: float
+    #: with ``retry_dir``: the input lines of retryable failures, and their input line numbers (8 bytes each).
+    retry: Path | None = None
+    retry_numbers: Path | None = None
 
 
 def collect_results(
@@ -38,6 +42,7 @@ def collect_results(
     open_input: Callable[[], AbstractContextManager[IO[Any]]],
     input_name: str,
     destination: Any,
+    retry_dir: Path | None = None,
 ) -> MergedJob:
     """Download the shard batches' output and error files to a scratch folder, then merge them in input order
     into ``<input name>_output.jsonl`` and ``<input name>_error.jsonl`` at ``destination``.
@@ -48,6 +53,8 @@ def collect_results(
     :param open_input: opens the job's input again, in binary, at its start.
     :param input_name: the input's file name; the merged files are named after its stem.
     :param destination: a local folder, a URI or an ``ObjectStoragePath``.
+    :param retry_dir: where to write the input lines of retryable failures (``retry.jsonl``), for a
+        resubmission; ``None``: not written.
     """
     stem = Path(input_name).stem or "job"
     with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
@@ -65,12 +72,17 @@ def collect_results(
         downloaded = time.monotonic()
         target = Destination(destination, work)
         out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
-        with (
-            target.writer(out_name) as (out, out_scratch),
-            target.writer(err_name) as (err, err_scratch),
-            open_input() as handle,
-        ):
-            stats = merge_results(handle, results, out, err, plan=plan, workdir=work)
+        retry = retry_dir / "retry.jsonl" if retry_dir is not None else None
+        numbers = retry_dir / "retry.lines" if retry_dir is not None else None
+        with contextlib.ExitStack() as stack:
+            out, out_scratch = stack.enter_context(target.writer(out_name))
+            err, err_scratch = stack.enter_context(target.writer(err_name))
+            handle = stack.enter_context(open_input())
+            again = stack.enter_context(open(retry, "wb")) if retry is not None else None
+            again_numbers = stack.enter_context(open(numbers, "wb")) if numbers is not None else None
+            stats = merge_results(
+                handle, results, out, err, plan=plan, workdir=work, retry=again, retry_lines=again_numbers
+            )
         output = {"path": target.publish(out_name, out_scratch), "lines": stats.output_lines}
         output["bytes"] = stats.output_bytes
         error: dict[str, Any] | None = None
@@ -79,4 +91,5 @@ def collect_results(
             error["bytes"] = stats.error_bytes
         else:
             target.discard(err_name, err_scratch)
-    return MergedJob(output, error, stats, len(results), downloaded - started, time.monotonic() - downloaded)
+    merged = time.monotonic() - downloaded
+    return MergedJob(output, error, stats, len(results), downloaded - started, merged, retry, numbers)

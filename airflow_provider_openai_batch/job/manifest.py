@@ -40,6 +40,7 @@ def _shard(shard: ShardInfo, batch: Batch) -> dict[str, Any]:
         "output_file_id": batch.output_file_id,
         "error_file_id": batch.error_file_id,
         "reused": shard.reused,
+        "round": shard.round,
     }
 
 
@@ -82,6 +83,13 @@ def build_manifest(
             "batches_reused": sum(1 for shard, _ in shards if shard.reused),
         },
         "errors_by_code": dict(stats.error_codes) if stats is not None else {},
+        # Requests sent per round (round 0: the input; then each resubmission of lines that failed for a
+        # passing reason), and the failed lines left that a further round might still heal.
+        "rounds": [
+            {"round": r, "requests": sum(s.requests for s, _ in shards if s.round == r)} for r in range(plan.rounds + 1)
+        ],
+        "resubmitted": sum(shard.requests for shard, _ in shards if shard.round > 0),
+        "retryable_left": stats.retryable if stats is not None else None,
         "usage": total_usage([batch for _, batch in shards]),
         "verdict": verdict,
         "reason": reason,

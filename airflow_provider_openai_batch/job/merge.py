@@ -21,10 +21,22 @@ from airflow_provider_openai_batch.job.ids import leading_custom_id, result_cust
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.job.split import iter_bounded_lines, open_index
 
-__all__ = ["MISSING_RESULT", "InputChangedError", "MergeStats", "ResultFile", "merge_results"]
+__all__ = [
+    "MISSING_RESULT",
+    "RETRYABLE_CODES",
+    "InputChangedError",
+    "MergeStats",
+    "ResultFile",
+    "classify_error",
+    "merge_results",
+]
 
 #: Error code of a merged error line written for an input line that no shard batch answered.
 MISSING_RESULT = "missing_result"
+#: Error codes of lines that may succeed when run again (besides HTTP 408, 429 and 5xx answers).
+RETRYABLE_CODES = frozenset(
+    {"batch_expired", "rate_limit_exceeded", "server_error", "internal_error", "timeout", "service_unavailable"}
+)
 _FLUSH = 20_000
 _MAX_CODES = 50
 
@@ -54,6 +66,8 @@ class MergeStats:
     :param missing: input lines that had no result at all (each written to the error file).
     :param unexpected: result lines whose ``custom_id`` is not in the input (left out, counted).
     :param error_codes: error file lines by error code (``missing_result`` for missing ones).
+    :param retryable: error file lines that may succeed when run again (see :func:`classify_error`).
+    :param retry_lines: of those, the input lines written to the ``retry`` file.
     """
 
     output_lines: int = 0
@@ -63,6 +77,8 @@ class MergeStats:
     missing: int = 0
     unexpected: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
+    retryable: int = 0
+    retry_lines: int = 0
 
     def count_code(self, code: str) -> None:
         if code in self.error_codes or len(self.error_codes) < _MAX_CODES:
@@ -135,18 +151,49 @@ def _index_results(db: Any, results: Sequence[ResultFile], stats: MergeStats) ->
         db.executemany(upsert, pending)
 
 
-def _error_code(raw: bytes) -> str:
+def classify_error(raw: bytes) -> tuple[str, bool]:
+    """An error line's code (its ``code``, else its ``type``) and whether running the line again may heal it.
+
+    Retryable: the line never ran (``batch_expired``), or the service failed it for a passing reason (HTTP
+    408, 429 or 5xx, rate limits, timeouts, server errors). Not retryable: the request itself is wrong
+    (400 ``invalid_request_error``, content policy), the user cancelled the batch (``batch_cancelled``),
+    and anything unknown.
+    """
     try:
         data = json.loads(raw)
     except ValueError:
-        return "unknown"
-    error = data.get("error") if isinstance(data, dict) else None
+        return "unknown", False
+    if not isinstance(data, dict):
+        return "unknown", False
+    found = data.get("response")
+    response: dict[str, Any] = found if isinstance(found, dict) else {}
+    status = response.get("status_code")
+    error = data.get("error")
     if not isinstance(error, dict):
-        response = data.get("response") if isinstance(data, dict) else None
-        body = response.get("body") if isinstance(response, dict) else None
+        body = response.get("body")
         error = body.get("error") if isinstance(body, dict) else None
     code = (error.get("code") or error.get("type")) if isinstance(error, dict) else None
-    return str(code) if code else "unknown"
+    code = str(code) if code else (f"http_{status}" if isinstance(status, int) else "unknown")
+    passing = isinstance(status, int) and (status in (408, 429) or status >= 500)
+    return code, passing or code in RETRYABLE_CODES
+
+
+def _copy_lines(db: Any, stream: IO[Any], plan: JobPlan, out: IO[bytes], numbers: IO[bytes] | None) -> int:
+    """Copy the input lines listed in the ``retry`` table to ``out``, in order; returns how many."""
+    wanted = (row[0] for row in db.execute("SELECT line_no FROM retry ORDER BY line_no"))  # streamed
+    target = next(wanted, None)
+    copied = 0
+    for line_no, raw in enumerate(iter_bounded_lines(stream, plan.limits.max_bytes), start=1):
+        if target is None:
+            break
+        if line_no != target or isinstance(raw, int):
+            continue
+        out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+        if numbers is not None:
+            numbers.write(line_no.to_bytes(8, "little"))
+        copied += 1
+        target = next(wanted, None)
+    return copied
 
 
 def missing_line(custom_id: str) -> bytes:
@@ -167,6 +214,8 @@ def merge_results(
     *,
     plan: JobPlan,
     workdir: str | os.PathLike[str],
+    retry: IO[bytes] | None = None,
+    retry_lines: IO[bytes] | None = None,
 ) -> MergeStats:
     """Write every input line's result to ``output`` (answers) or ``errors`` (failures, no result), in input order.
 
@@ -176,6 +225,9 @@ def merge_results(
     :param errors: where failures go (the batch's error line, or a ``missing_result`` line), in input order.
     :param plan: the job's plan (input hash and how to read ids).
     :param workdir: an existing folder for the index (the caller removes it).
+    :param retry: where the input lines of retryable failures go, in input order, as a new input (the input
+        stream is read a second time for them, from its start: it must be seekable).
+    :param retry_lines: with ``retry``: the input line number of each of them, as 8-byte integers.
     :raises InputChangedError: when the input is not the one that was split.
     """
     stats = MergeStats()
@@ -185,11 +237,13 @@ def merge_results(
         _index_input(db, input_stream, plan)
         _index_results(db, results, stats)
         answered = 0
+        db.execute("CREATE TABLE retry (line_no INTEGER PRIMARY KEY)")
+        again: list[tuple[int]] = []
         rows = db.execute(
-            "SELECT i.custom_id, r.src, r.off, r.len, r.ok FROM input i "
+            "SELECT i.line_no, i.custom_id, r.src, r.off, r.len, r.ok FROM input i "
             "LEFT JOIN result r ON r.custom_id = i.custom_id ORDER BY i.line_no"
         )
-        for custom_id, src, offset, length, ok in rows:
+        for line_no, custom_id, src, offset, length, ok in rows:
             if src is None:
                 raw = missing_line(custom_id)
                 stats.missing += 1
@@ -206,9 +260,20 @@ def merge_results(
                 errors.write(raw)
                 stats.error_lines += 1
                 stats.error_bytes += len(raw)
-                stats.count_code(MISSING_RESULT if src is None else _error_code(raw))
+                code, retryable = (MISSING_RESULT, False) if src is None else classify_error(raw)
+                stats.count_code(code)
+                if retryable:
+                    stats.retryable += 1
+                    again.append((line_no,))
+                    if len(again) >= _FLUSH:
+                        db.executemany("INSERT INTO retry VALUES (?)", again)
+                        again.clear()
+        db.executemany("INSERT INTO retry VALUES (?)", again)
         (indexed,) = db.execute("SELECT COUNT(*) FROM result").fetchone()
         stats.unexpected += indexed - answered
+        if retry is not None and stats.retryable:
+            input_stream.seek(0)
+            stats.retry_lines = _copy_lines(db, input_stream, plan, retry, retry_lines)
     finally:
         for fd in fds:
             os.close(fd)

@@ -25,6 +25,7 @@ class ShardInfo:
     :param embedding_inputs: embedding inputs it holds (``/v1/embeddings`` only, else 0).
     :param batch_id: the batch made from it, once it exists.
     :param reused: the batch was found (created by an earlier try), not created by this try.
+    :param round: 0 for the input's shards; ``r`` for the shards of the ``r``-th resubmission of failed lines.
     """
 
     index: int
@@ -36,6 +37,7 @@ class ShardInfo:
     embedding_inputs: int
     batch_id: str | None = None
     reused: bool = False
+    round: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class ShardInfo:
             "embedding_inputs": self.embedding_inputs,
             "batch_id": self.batch_id,
             "reused": self.reused,
+            "round": self.round,
         }
 
     @classmethod
@@ -62,6 +65,7 @@ class ShardInfo:
             embedding_inputs=int(data.get("embedding_inputs") or 0),
             batch_id=data.get("batch_id"),
             reused=bool(data.get("reused")),
+            round=int(data.get("round") or 0),
         )
 
     def with_batch(self, batch_id: str, *, reused: bool) -> ShardInfo:
@@ -91,6 +95,11 @@ class JobPlan:
     limits: ShardLimits
     leading_ids: bool
     shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
+
+    @property
+    def rounds(self) -> int:
+        """Resubmission rounds so far (0: only the input's own shards)."""
+        return max((shard.round for shard in self.shards), default=0)
 
     @property
     def batch_ids(self) -> list[str]:

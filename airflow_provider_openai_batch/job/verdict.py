@@ -43,6 +43,7 @@ def judge_job(
     answered: int | None = None,
     allow_partial: bool = False,
     max_failed_requests: int | float | None = None,
+    unfinished: int | None = None,
 ) -> JobOutcome:
     """Decide what the shard batches mean for the job.
 
@@ -53,6 +54,8 @@ def judge_job(
     :param allow_partial: accept expired or cancelled shards that kept some results.
     :param max_failed_requests: see :class:`~airflow_provider_openai_batch.outcome.FailedRequestsPolicy`;
         applies to the job's total.
+    :param unfinished: after the merge, the job's lines that never ran (expired or cancelled) in the end:
+        an expired or cancelled shard whose lines were all run again by a resubmission is then no failure.
     """
     policy = FailedRequestsPolicy(max_failed_requests)
     failed = [(s, b) for s, b in shards if b.status is BatchStatus.FAILED]
@@ -70,7 +73,7 @@ def judge_job(
         done = sum(1 for _, b in shards if b.status.is_terminal)
         return JobOutcome(Verdict.WAIT, "running", f"{done}/{len(shards)} shard batches finished")
     short = [(s, b) for s, b in shards if b.status.may_have_partial_output]
-    if short and not allow_partial:
+    if short and not allow_partial and (unfinished is None or unfinished > 0):
         status = short[0][1].status.value
         lines = "\n".join(
             f"{_name(s, b)}: {b.status.value}, {b.request_counts.completed} completed of {b.request_counts.total}"
@@ -97,7 +100,7 @@ def judge_job(
             f"The job has more failed requests than max_failed_requests={policy.describe()}: {tally}; see the "
             "error file (failed lines by error code are in the manifest).",
         )
-    if short:
+    if short and (unfinished is None or unfinished > 0):
         return JobOutcome(Verdict.SUCCEED, "partial", f"Job accepted with partial results: {tally}.")
     return JobOutcome(Verdict.SUCCEED, "completed", f"Job completed: {tally}.")
 

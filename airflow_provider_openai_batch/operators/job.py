@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -21,8 +20,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+    from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.limits import ShardLimits
-    from airflow_provider_openai_batch.job.merge import MergeStats
     from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
@@ -34,8 +33,6 @@ __all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
 XCOM_BATCH_IDS = "batch_ids"
 #: XCom key of the manifest (also the return value), pushed on failure too.
 XCOM_MANIFEST = "manifest"
-#: How many of the newest batches are scanned for shard batches an earlier try created.
-REUSE_SCAN = 1000
 
 
 class OpenAIBatchJobOperator(BaseOperator):
@@ -82,6 +79,9 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param cancel_on_kill: cancel every shard batch of this task still running when the task is killed
         (also while deferred on Airflow 3.3+).
     :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
+    :param max_resubmits: rounds of resubmission: after the shard batches end, the lines that failed for a
+        passing reason (expired, HTTP 408/429/5xx, timeouts) run again as new batches, up to this many times;
+        lines whose request is at fault (400 ``invalid_request_error``, content policy) never do.
     :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
         USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
         Used for the ``estimate`` and ``cost`` XComs.
@@ -122,6 +122,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         max_failed_requests: int | float | None = None,
         cancel_on_kill: bool = True,
         max_consecutive_errors: int = 10,
+        max_resubmits: int = 0,
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
@@ -147,6 +148,9 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.max_failed_requests = max_failed_requests
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
+        if isinstance(max_resubmits, bool) or not isinstance(max_resubmits, int) or max_resubmits < 0:
+            raise ValueError(f"max_resubmits must be an integer >= 0, got {max_resubmits!r}")
+        self.max_resubmits = max_resubmits
         self.prices = prices
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
@@ -221,75 +225,56 @@ class OpenAIBatchJobOperator(BaseOperator):
             task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in plan.shards
         ]
 
-    def _find_existing(self, keys: Sequence[str]) -> dict[str, Batch]:
-        """The running or completed batch of each key an earlier try created, in one scan of the newest batches."""
-        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-        from airflow_provider_openai_batch.models import BatchStatus
-
-        wanted = set(keys)
-        decided: set[str] = set()
-        found: dict[str, Batch] = {}
-        for batch in self.hook.iter_batches(max_items=REUSE_SCAN):
-            key = (batch.metadata or {}).get(IDEMPOTENCY_METADATA_KEY)
-            if key not in wanted or key in decided:
-                continue
-            decided.add(key)  # the newest batch of a key decides, as for the Create operator
-            if batch.status is BatchStatus.CANCELLING or (batch.status.is_terminal and not batch.status.is_success):
-                self.log.info("Batch %s is %s; its shard is submitted again", batch.id, batch.status.value)
-                continue
-            found[key] = batch
-            if len(decided) == len(wanted):
-                break
-        return found
-
     def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
         plan = split.plan
-        keys = self._keys(context, plan)
-        existing = self._find_existing(keys)
-        stem = Path(name).stem or "job"
-        shards: list[ShardInfo] = []
-        batches: dict[str, Batch] = {}
-        for shard, path, key in zip(plan.shards, split.paths, keys, strict=True):
-            batch = existing.get(key)
-            if batch is not None:
-                self.log.info("Shard %d: reusing batch %s (%s)", shard.index, batch.id, batch.status.value)
-            else:
-                batch = self._create(path, f"{stem}.shard-{shard.index:05d}.jsonl", key)
-                self.log.info(
-                    "Shard %d (lines %d-%d, %d requests): batch %s",
-                    shard.index,
-                    shard.first_line,
-                    shard.last_line,
-                    shard.requests,
-                    batch.id,
-                )
-            self.batch_ids.append(batch.id)
-            shards.append(shard.with_batch(batch.id, reused=key in existing))
-            batches[batch.id] = batch
-        created = sum(1 for shard in shards if not shard.reused)
-        self.log.info("Job: %d shard batch(es), %d created, %d reused", len(shards), created, len(shards) - created)
+        shards, batches = self._submit_shards(split, self._keys(context, plan), Path(name).stem or "job")
         return plan.with_shards(shards), batches
 
-    def _create(self, path: Path, filename: str, key: str) -> Batch:
-        uploaded = self.hook.upload_file(path, purpose="batch", filename=filename)
-        try:
-            return self.hook.create_batch(
-                input_file_id=uploaded.id,
-                endpoint=self.endpoint,
-                completion_window=self.completion_window,
-                metadata=self.metadata,
-                output_expires_after=self.output_expires_after,
-                idempotency_key=key,
-            )
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.hook.delete_file(uploaded.id)
-                self.log.info("Deleted the uploaded shard %s since no batch was created from it", uploaded.id)
-            raise
+    def _submit_shards(
+        self, split: SplitInput, keys: Sequence[str], stem: str
+    ) -> tuple[list[ShardInfo], dict[str, Batch]]:
+        from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
+
+        create = {
+            "endpoint": self.endpoint,
+            "completion_window": self.completion_window,
+            "metadata": self.metadata,
+            "output_expires_after": self.output_expires_after,
+        }
+        return ShardSubmitter(self.hook, self.log, create, track=self.batch_ids.append).submit(split, keys, stem)
+
+    def _resubmit(
+        self, context: Context, plan: JobPlan, batches: dict[str, Batch], merged: MergedJob, work: Path
+    ) -> dict[str, Any]:
+        """Run the lines that failed for a passing reason again, as the shards of a new round, and wait."""
+        from airflow_provider_openai_batch.job.resubmit import split_retry
+        from airflow_provider_openai_batch.operators.batch import _InputFile, task_instance_key
+
+        assert merged.retry is not None and merged.retry_numbers is not None
+        round_ = plan.rounds + 1
+        split = split_retry(merged.retry, merged.retry_numbers, work, plan=plan, round=round_)
+        keys = [
+            task_instance_key(context, "job", plan.sha256, f"resubmit-{round_}", split.plan.sha256, str(i))
+            for i in range(len(split.plan.shards))
+        ]
+        self.log.info(
+            "Resubmission %d of %d: %d line(s) failed for a passing reason and run again in %d batch(es)",
+            round_,
+            self.max_resubmits,
+            split.plan.requests,
+            len(split.plan.shards),
+        )
+        stem = Path(_InputFile(self.input_file).name).stem or "job"
+        shards, created = self._submit_shards(split, keys, f"{stem}.r{round_}")
+        plan = plan.with_shards([*plan.shards, *shards])
+        context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
+        return self._wait(context, plan, {**batches, **created})
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def _judge(self, plan: JobPlan, batches: Mapping[str, Batch], answered: int | None = None) -> Any:
+    def _judge(
+        self, plan: JobPlan, batches: Mapping[str, Batch], answered: int | None = None, unfinished: int | None = None
+    ) -> Any:
         from airflow_provider_openai_batch.job.verdict import judge_job
 
         pairs = [
@@ -301,6 +286,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             answered=answered,
             allow_partial=self.allow_partial,
             max_failed_requests=self.max_failed_requests,
+            unfinished=unfinished,
         )
 
     def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
@@ -393,8 +379,14 @@ class OpenAIBatchJobOperator(BaseOperator):
             )
             ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
             raise AirflowFailException(first.message)
-        output, error, stats = self._merge(plan, batches)
-        outcome = self._judge(plan, batches, answered=stats.output_lines)
+        with tempfile.TemporaryDirectory(prefix="openai-batch-resubmit-") as work:
+            again = plan.rounds < self.max_resubmits
+            merged = self._merge(plan, batches, retry_dir=Path(work) if again else None)
+            if again and merged.stats.retry_lines:
+                return self._resubmit(context, plan, batches, merged, Path(work))
+        output, error, stats = merged.output, merged.error, merged.stats
+        unfinished = sum(stats.error_codes.get(code, 0) for code in ("batch_expired", "batch_cancelled"))
+        outcome = self._judge(plan, batches, answered=stats.output_lines, unfinished=unfinished)
         verdict = "fail" if outcome.verdict is Verdict.FAIL else "succeed"
         manifest = build_manifest(
             plan, batches, output=output, error=error, stats=stats, verdict=verdict, reason=outcome.reason
@@ -406,9 +398,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.log.info("%s%s", outcome.message, files)
         return manifest
 
-    def _merge(
-        self, plan: JobPlan, batches: Mapping[str, Batch]
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, MergeStats]:
+    def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], retry_dir: Path | None = None) -> MergedJob:
         from airflow_provider_openai_batch.job.collect import collect_results
         from airflow_provider_openai_batch.operators.batch import _InputFile
 
@@ -420,6 +410,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             open_input=source.open,
             input_name=source.name,
             destination=self.destination,
+            retry_dir=retry_dir,
         )
         stats = merged.stats
         self.log.info(
@@ -434,7 +425,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         )
         if stats.unexpected:
             self.log.warning("%d result line(s) matched no input line and were left out", stats.unexpected)
-        return merged.output, merged.error, stats
+        return merged
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""

@@ -1,0 +1,128 @@
+"""OpenAIBatchJobOperator(max_resubmits=...): lines that failed for a passing reason run again; others never."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow_compat import AirflowFailException, TaskDeferred
+from batch_testkit import ENDPOINT, FakeTI, chat_line, context
+from test_job_operator import ids, job_op, run_trigger
+
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.job.merge import classify_error
+
+
+def write_lines(path: Path, n: int, **body: Any) -> None:
+    lines = []
+    for i in range(n):
+        line = chat_line(i)
+        line["body"].update(body)
+        lines.append(line)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def requests_sent(emulator: EmulatorServer) -> int:
+    return sum(int(b["request_counts"]["total"]) for b in emulator.batches.values())
+
+
+def test_server_errors_are_resubmitted_until_every_line_is_answered(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    # Deterministic: 6 of the 40 lines fail in the first round, 1 in the second, none in the third.
+    write_lines(tmp_path / "in.jsonl", 40, emulator_error_rate=0.15)
+
+    manifest = job_op(tmp_path, max_requests_per_batch=20, max_resubmits=3).execute(context())
+
+    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
+    assert manifest["error"] is None and manifest["totals"]["completed"] == 40
+    rounds = [r["requests"] for r in manifest["rounds"]]
+    assert rounds == [40, 6, 1] and manifest["resubmitted"] == 7
+    assert requests_sent(openai_conn) == sum(rounds)
+    assert all(s["round"] > 0 for s in manifest["shards"][2:])
+    later = [s for s in manifest["shards"] if s["round"] == 1]
+    assert all(1 <= s["first_line"] <= s["last_line"] <= 40 for s in later)  # the input's own line numbers
+
+
+def test_lines_at_fault_are_not_resubmitted(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    lines = [chat_line(i, fail=i % 4 == 0) for i in range(12)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    manifest = job_op(tmp_path, max_resubmits=2, max_failed_requests=3).execute(context())
+
+    assert len(openai_conn.batches) == 1  # nothing was sent again
+    assert manifest["rounds"] == [{"round": 0, "requests": 12}] and manifest["resubmitted"] == 0
+    assert manifest["errors_by_code"] == {"emulator_forced_failure": 3}
+    assert ids(manifest["error"]["path"]) == ["req-0", "req-4", "req-8"]
+
+
+def test_expired_lines_run_again_at_most_max_resubmits_times(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_lines(tmp_path / "in.jsonl", 8)
+    ti = FakeTI()
+    op = job_op(tmp_path, max_requests_per_batch=4, max_resubmits=2, metadata={"emulator": "expire"})
+
+    with pytest.raises(AirflowFailException, match="ended before finishing"):
+        op.execute(context(ti))
+
+    manifest = ti.xcoms["manifest"]
+    # Every round expires half of what it runs: 8, then 4, then 2; one line is left unanswered.
+    assert [r["requests"] for r in manifest["rounds"]] == [8, 4, 2]
+    assert requests_sent(openai_conn) == 14 <= 8 + 4 * 2
+    assert manifest["totals"]["completed"] == 7 and manifest["errors_by_code"] == {"batch_expired": 1}
+    answered = ids(manifest["output"]["path"])
+    assert answered == sorted(answered, key=lambda c: int(c.split("-")[1])) and len(answered) == 7
+
+
+def test_a_clear_mid_resubmission_reuses_every_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_lines(tmp_path / "in.jsonl", 30, emulator_error_rate=0.3)
+    ti = FakeTI()
+    with pytest.raises(TaskDeferred) as first:
+        job_op(tmp_path, max_requests_per_batch=10, max_resubmits=2, deferrable=True).execute(context(ti))
+    (event,) = run_trigger(first.value.trigger)  # type: ignore[arg-type]
+    with pytest.raises(TaskDeferred):  # the resubmission round is created, then the task waits again
+        job_op(tmp_path, max_requests_per_batch=10, max_resubmits=2, deferrable=True).execute_complete(
+            context(ti), event
+        )
+    before = set(openai_conn.batches)
+
+    # A clear: the task runs from the start; every batch of both rounds exists and is reused.
+    manifest = job_op(tmp_path, max_requests_per_batch=10, max_resubmits=2).execute(context(ti))
+
+    created_by_clear = set(openai_conn.batches) - before
+    assert all(s["reused"] for s in manifest["shards"] if s["batch_id"] in before)
+    tags = [b["metadata"]["airflow_idempotency_key"] for b in openai_conn.batches.values()]
+    assert len(tags) == len(set(tags)), "a batch was created twice"
+    assert not any(s["round"] <= 1 and s["batch_id"] in created_by_clear for s in manifest["shards"])
+    answered = ids(manifest["output"]["path"])
+    assert answered == [f"req-{i}" for i in range(30) if f"req-{i}" in set(answered)]
+
+
+def failed(status: int | None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error line: the batch's own ``error`` (no response), or an HTTP answer with ``error`` in its body."""
+    if status is None:
+        return {"custom_id": "a", "response": None, "error": error}
+    body = {"error": error} if error else {}
+    return {"custom_id": "a", "response": {"status_code": status, "body": body}, "error": None}
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (failed(None, {"code": "batch_expired", "message": "x"}), ("batch_expired", True)),
+        (failed(None, {"code": "batch_cancelled"}), ("batch_cancelled", False)),
+        (failed(429, {"type": "rate_limit_exceeded"}), ("rate_limit_exceeded", True)),
+        (failed(503), ("http_503", True)),
+        (failed(400, {"type": "invalid_request_error"}), ("invalid_request_error", False)),
+        (failed(400, {"code": "content_policy_violation"}), ("content_policy_violation", False)),
+    ],
+)
+def test_what_is_worth_running_again(line: dict[str, Any], expected: tuple[str, bool]) -> None:
+    assert classify_error(json.dumps(line).encode()) == expected
+
+
+def test_max_resubmits_must_be_a_count(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_resubmits"):
+        job_op(tmp_path, max_resubmits=-1)
+    assert ENDPOINT
