@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -66,6 +67,9 @@ def write_batch_input(
     checker = LineChecker(endpoint=endpoint, max_requests=max_requests, max_bytes=max_bytes, max_problems=max_problems)
     if isinstance(destination, (str, os.PathLike)):
         target = os.path.abspath(os.fspath(destination))
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):  # name the user's path, not the hidden temp file mkstemp would name
+            raise FileNotFoundError(errno.ENOENT, f"the folder of {target} does not exist; create it first", folder)
         fd, tmp_path = tempfile.mkstemp(
             dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp"
         )

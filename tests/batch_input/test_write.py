@@ -125,3 +125,14 @@ def test_writer_checks_size(tmp_path: Path) -> None:
         )
     assert problems(info.value) == [(None, "file_too_large")]
     assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_folder_is_named_not_the_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "no-such-folder" / "in.jsonl"
+    with pytest.raises(FileNotFoundError) as caught:
+        write_batch_input(build_chat_requests({"a": "hi"}, model=MODEL), target, endpoint=CHAT)
+    message = str(caught.value)
+    assert str(target) in message and "does not exist" in message
+    assert ".tmp" not in message
+    assert caught.value.filename == str(target.parent)
+    assert not target.parent.exists()
