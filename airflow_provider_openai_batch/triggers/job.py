@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.job.verdict import describe_job_progress
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.outcome import PollErrorBudget
+from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 
 __all__ = ["OpenAIBatchJobTrigger"]
@@ -23,12 +24,13 @@ log = logging.getLogger(__name__)
 class OpenAIBatchJobTrigger(BaseTrigger):
     """Polls every shard batch of a job until all are terminal (or one ``failed``), then fires one event.
 
-    One trigger per job, not one per shard: the task defers once and holds no worker slot. Each poll round
-    asks for the batches still running, one after the other, on one kept-alive connection; finished
-    batches are not asked again. The event is ``{"status": "terminal", "batches": [...]}`` with every
-    batch as last seen, as soon as all are terminal, or at once when one ``failed`` validation (the job
-    has failed then; the other shards are left running, since nobody asked to cancel them). The kwargs
-    hold only the connection id and batch ids.
+    One trigger per job, not one per shard: the task defers once and holds no worker slot. Every batch still
+    running is waited on through the connection's shared poller (one client and one coalesced round of
+    requests per interval in the triggerer, as for ``OpenAIBatchTrigger``); finished batches leave it.
+    The event is ``{"status": "terminal", "batches": [...]}`` with every batch as last seen, as soon as all
+    are terminal, or at once when one ``failed`` validation (the job has failed then; the other shards are
+    left running, since nobody asked to cancel them). The kwargs hold only the connection id, batch ids and
+    the plan.
 
     :param conn_id: Airflow connection id, resolved inside :meth:`run`.
     :param batch_ids: the job's shard batches.
@@ -90,35 +92,43 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # Spread the start of triggers that begin together (a triggerer restart starts all of them at once).
-        await asyncio.sleep(random.uniform(0, self.poll_interval))
-        hook = self._hook()
+        # Every shard batch joins the connection's shared poller (one client and one coalesced round of
+        # requests per interval for every batch waited on through that connection in this triggerer), so a
+        # job of many shards costs the triggerer about what one batch does.
         budget = PollErrorBudget(self.max_consecutive_errors)
-        loop = asyncio.get_running_loop()
+        subscriptions: dict[str, Subscription] = {}
         latest: dict[str, Batch] = {}
         last_progress = ""
         try:
             while True:
-                started = loop.time()
-                for batch_id in [b for b in self.batch_ids if b not in self._finished]:
-                    try:
-                        batch = await hook.aretrieve_batch(batch_id)
-                    except Exception as exc:  # every failure ends in an event the task can explain
-                        if not budget.tolerates(exc):
-                            yield self._error_event(batch_id, exc, budget.consecutive > self.max_consecutive_errors)
-                            return
-                        self.log.warning(
-                            "Polling batch %s failed (%d/%d in a row, will retry): %s",
-                            batch_id,
-                            budget.consecutive,
-                            self.max_consecutive_errors,
-                            exc,
-                        )
-                        break  # the rest of this round waits for the next one
-                    budget.success()
-                    latest[batch_id] = batch
-                    if batch.status.is_terminal:
+                pending = [b for b in self.batch_ids if b not in self._finished]
+                answers = await asyncio.gather(*(self._next(subscriptions, b) for b in pending))
+                failures: list[tuple[str, Exception]] = []
+                for batch_id, answer in zip(pending, answers, strict=True):
+                    if isinstance(answer, Exception):
+                        failures.append((batch_id, answer))
+                        continue
+                    latest[batch_id] = answer
+                    if answer.status.is_terminal:
                         self._finished.add(batch_id)
+                        subscriptions.pop(batch_id).close()
+                if failures:
+                    # A round with failures counts once against the budget; a permanent one ends the wait.
+                    batch_id, exc = next(((b, e) for b, e in failures if not _transient(e)), failures[0])
+                    if not budget.tolerates(exc):
+                        yield self._error_event(batch_id, exc, budget.consecutive > self.max_consecutive_errors)
+                        return
+                    self.log.warning(
+                        "Polling %d of the job's batches failed (%d/%d rounds in a row, will retry): %s",
+                        len(failures),
+                        budget.consecutive,
+                        self.max_consecutive_errors,
+                        exc,
+                    )
+                    if any(b not in subscriptions for b, _ in failures):  # no round to wait for: wait here
+                        await asyncio.sleep(self.poll_interval)
+                else:
+                    budget.success()
                 if latest:
                     progress = describe_job_progress(list(latest.values()), self.requests)
                     if progress != last_progress:
@@ -130,9 +140,20 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                     payload = {"status": EVENT_TERMINAL, "batches": batches, "plan": self.plan}
                     yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
                     return
-                await asyncio.sleep(max(0.0, started + self.poll_interval * random.uniform(0.9, 1.1) - loop.time()))
         finally:
-            await hook.aclose()
+            for subscription in subscriptions.values():
+                subscription.close()
+
+    async def _next(self, subscriptions: dict[str, Subscription], batch_id: str) -> Batch | Exception:
+        """The batch as the poller's next round reports it, or the error that ended the request for it."""
+        try:
+            if batch_id not in subscriptions:
+                subscriptions[batch_id] = await subscribe(
+                    self.conn_id, batch_id, poll_interval=self.poll_interval, max_retries=self.max_retries
+                )
+            return await subscriptions[batch_id].next()
+        except Exception as exc:
+            return exc
 
     def _error_event(self, batch_id: str, exc: Exception, retryable: bool) -> TriggerEvent:
         gave_up = " after too many consecutive transient failures" if retryable else ""
@@ -164,3 +185,7 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                     self.log.warning("Task was killed but cancelling batch %s failed: %s", batch_id, exc)
         finally:
             await hook.aclose()
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, OpenAIBatchAPIError) and exc.retryable
