@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch.estimate import CostEstimate, budget_problem
 from airflow_provider_openai_batch.pricing import CostReport, PriceTable, PricingError, batch_cost, resolve_price_table
+from airflow_provider_openai_batch.xcom_keys import XCOM_ESTIMATE
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = ["XCOM_ESTIMATE", "check_cost_arguments", "enforce_budget", "price_table", "report_cost", "task_price_table"]
-
-#: XCom key of the pre-flight estimate (a :meth:`CostEstimate.to_dict`).
-XCOM_ESTIMATE = "estimate"
 
 
 def check_cost_arguments(max_cost_usd: object, dry_run: object, *, has_local_input: bool) -> None:
@@ -55,9 +53,9 @@ def enforce_budget(task: Any, context: Context, estimate: CostEstimate | None, m
     context["ti"].xcom_push(key=XCOM_ESTIMATE, value=estimate.to_dict())
     problem = budget_problem(estimate, max_cost_usd)
     if problem is not None:
-        from airflow_provider_openai_batch.waiting import airflow_exceptions
+        from airflow_provider_openai_batch._compat import AirflowFailException
 
-        raise airflow_exceptions()[1](problem)
+        raise AirflowFailException(problem)
     if max_cost_usd is not None:
         task.log.info("The estimate is within max_cost_usd=%s", max_cost_usd)
 

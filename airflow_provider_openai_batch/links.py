@@ -17,6 +17,8 @@ from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_ID
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -63,7 +65,7 @@ class OpenAIBatchLink(BaseOperatorLink):
         from airflow.sdk import BaseHook
         from airflow.sdk.execution_time.xcom import XCom
 
-        batch_id = XCom.get_value(ti_key=ti_key, key="batch_id")
+        batch_id = XCom.get_value(ti_key=ti_key, key=XCOM_BATCH_ID)
         if not batch_id or not isinstance(batch_id, str):
             return ""
         conn_id = getattr(operator, "conn_id", None)

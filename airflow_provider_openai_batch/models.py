@@ -61,19 +61,31 @@ class BatchStatus(str, enum.Enum):
         """True while a cancel request can still change the outcome."""
         return not self.is_terminal and self is not BatchStatus.CANCELLING
 
+    @property
+    def is_known(self) -> bool:
+        """False for a status this version does not know (the API adds some; gateways invent their own)."""
+        return self._name_ != _UNKNOWN_NAME
+
     @classmethod
     def parse(cls, value: object) -> BatchStatus:
         """Parse a status string, tolerating case and surrounding spaces (Azure sends ``Validating``).
 
-        :raises ValueError: for a status this version does not know, naming it.
+        A status this version does not know parses too, as a status that is not terminal (so a waiting task
+        keeps waiting, and says so) and keeps its text in :attr:`value`.
         """
-        text = str(value).strip().lower()
-        try:
-            return cls(text)
-        except ValueError:
-            known = ", ".join(s.value for s in cls)
-            raise ValueError(f"Unknown batch status {value!r}; known statuses: {known}") from None
+        return cls(str(value).strip().lower())
 
+    @classmethod
+    def _missing_(cls, value: object) -> BatchStatus:
+        # An unknown status becomes a member outside the enum's list (named UNKNOWN): not terminal, and
+        # written back unchanged by ``to_dict``.
+        member = str.__new__(cls, str(value))
+        member._name_ = _UNKNOWN_NAME
+        member._value_ = str(value)
+        return member
+
+
+_UNKNOWN_NAME = "UNKNOWN"
 
 _TERMINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
 
@@ -301,7 +313,8 @@ class Batch:
     def from_dict(cls, data: Mapping[str, Any]) -> Batch:
         """Build a batch from an API response or from :meth:`to_dict` output.
 
-        :raises ValueError: when ``id`` or ``status`` is missing or the status is unknown.
+        :raises ValueError: when ``id`` or ``status`` is missing (an unknown status parses; see
+            :meth:`BatchStatus.parse`).
         """
         if not isinstance(data, Mapping) or not data.get("id"):
             raise ValueError(f"Not a batch object (no 'id'): {str(data)[:200]}")

@@ -10,17 +10,28 @@ import enum
 import time
 from dataclasses import dataclass
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
-from airflow_provider_openai_batch.models import Batch, BatchStatus
+from airflow_provider_openai_batch.models import Batch, BatchErrors, BatchStatus
 
 __all__ = [
+    "CAPACITY_ERROR_CODES",
     "BatchOutcome",
     "FailedRequestsPolicy",
-    "PollErrorBudget",
     "Verdict",
     "describe_progress",
+    "is_capacity_failure",
     "judge_batch",
 ]
+
+#: Batch error codes that say the organization's queue for the model was full when the batch was validated
+#: (enqueued tokens, or enqueued requests), not that the input is wrong: the same file succeeds later.
+#: Every other code (``invalid_json_line``, ``model_not_found``, ``duplicate_custom_id``, ...) is an input error.
+CAPACITY_ERROR_CODES = frozenset({"token_limit_exceeded", "request_limit_exceeded"})
+
+
+def is_capacity_failure(errors: BatchErrors | None) -> bool:
+    """True when a ``failed`` batch failed only for capacity: every error with a code has a capacity code."""
+    codes = {error.code for error in (errors.data if errors else ()) if error.code}
+    return bool(codes) and codes <= CAPACITY_ERROR_CODES
 
 
 class Verdict(str, enum.Enum):
@@ -76,12 +87,15 @@ class BatchOutcome:
         ``failed``, ``expired``, ``cancelled``, ``all_requests_failed``, ``too_many_failed_requests``,
         ``no_output``).
     :param message: a sentence for the log or the task failure, saying what happened and what to do.
+    :param retryable: for a failure, whether running the task again may succeed (a capacity failure);
+        every other failure would only meet the same batch again.
     """
 
     batch: Batch
     verdict: Verdict
     reason: str
     message: str
+    retryable: bool = False
 
     @property
     def output_file_id(self) -> str | None:
@@ -107,6 +121,18 @@ def judge_batch(
         return BatchOutcome(batch, Verdict.WAIT, "running", describe_progress(batch))
     if status is BatchStatus.FAILED:
         errors = batch.errors.summary() if batch.errors and batch.errors.data else "  (the API gave no details)"
+        if is_capacity_failure(batch.errors):
+            return BatchOutcome(
+                batch,
+                Verdict.FAIL,
+                "capacity",
+                f"Batch {batch.id} failed: the organization's batch queue for this model was full when it was "
+                "validated (enqueued token or request limit). The input is fine and no request was run. A new try "
+                "of the task that creates the batch creates a new one (the create operator's own retries do this); "
+                "if it keeps happening, run fewer batches for this model at once (lower max_active_tis_per_dag or "
+                f"pool slots), split the input, or ask OpenAI for a higher batch queue limit:\n{errors}",
+                retryable=True,
+            )
         return BatchOutcome(
             batch,
             Verdict.FAIL,
@@ -163,29 +189,3 @@ def describe_progress(batch: Batch, *, now: float | None = None) -> str:
         f"Batch {batch.id}: {batch.status.value}, {counts.completed} completed / {counts.failed} failed / "
         f"{counts.total} total ({counts.percent_done:.1f}%){elapsed}"
     )
-
-
-class PollErrorBudget:
-    """Tolerates a bounded run of consecutive transient poll failures.
-
-    A 24-hour wait must survive a network blip or a 503 storm, but not a revoked key or a deleted batch:
-    permanent errors (401, 403, 404, 400, ...) are never tolerated.
-
-    :param max_consecutive: transient failures in a row before giving up; a success resets the count.
-    """
-
-    def __init__(self, max_consecutive: int) -> None:
-        if max_consecutive < 0:
-            raise ValueError(f"max_consecutive_errors must be >= 0, got {max_consecutive}")
-        self.max_consecutive = max_consecutive
-        self.consecutive = 0
-
-    def success(self) -> None:
-        self.consecutive = 0
-
-    def tolerates(self, error: Exception) -> bool:
-        """Record a failure; True when polling should go on."""
-        if not isinstance(error, OpenAIBatchAPIError) or not error.retryable:
-            return False
-        self.consecutive += 1
-        return self.consecutive <= self.max_consecutive

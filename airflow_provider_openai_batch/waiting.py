@@ -1,7 +1,9 @@
-"""Waiting for a batch, shared by the sensor and the operators that wait.
+"""Waiting for a batch, shared by the sensor and the operators that wait: the Airflow side of the wait.
 
-One implementation of: check once, then defer to :class:`OpenAIBatchTrigger` or poll in the worker;
-turn the trigger's event back into a batch; push the result XComs; fail with the batch's own explanation.
+Check once, then defer to :class:`~airflow_provider_openai_batch.triggers.batch.OpenAIBatchTrigger` or poll in
+the worker; turn the trigger's event back into a batch; push the result XComs; fail with the batch's own
+explanation. Every decision (keep waiting, finished, give up, and with or without retry) comes from
+:class:`~airflow_provider_openai_batch.wait_decision.BatchWaitDecision`; this module only does the I/O.
 """
 
 from __future__ import annotations
@@ -10,52 +12,30 @@ import time
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow.sdk import BaseOperator
+
+from airflow_provider_openai_batch._compat import AirflowException, AirflowFailException
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.models import Batch
-from airflow_provider_openai_batch.outcome import BatchOutcome, PollErrorBudget, Verdict, describe_progress, judge_batch
+from airflow_provider_openai_batch.outcome import BatchOutcome, Verdict, describe_progress
+from airflow_provider_openai_batch.wait_decision import (
+    BatchWaitDecision,
+    Finished,
+    GiveUp,
+    KeepWaiting,
+    Step,
+    WaitPolicy,
+)
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH, XCOM_COST, XCOM_ERROR_FILE_ID, XCOM_OUTPUT_FILE_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_openai_batch.pricing import PriceTable
 
-__all__ = [
-    "XCOM_BATCH",
-    "XCOM_BATCH_ID",
-    "XCOM_COST",
-    "XCOM_ERROR_FILE_ID",
-    "XCOM_OUTPUT_FILE_ID",
-    "BatchWaitMixin",
-    "default_deferrable",
-]
-
-#: XCom keys pushed by the sensor and the operators.
-XCOM_BATCH_ID = "batch_id"
-XCOM_OUTPUT_FILE_ID = "output_file_id"
-XCOM_ERROR_FILE_ID = "error_file_id"
-XCOM_BATCH = "batch"
-XCOM_COST = "cost"
-
-
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` from the Airflow configuration (False when unset)."""
-    try:
-        from airflow.sdk import conf
-    except ImportError:  # Airflow 3.1 exposes it only here
-        from airflow.configuration import conf  # type: ignore[assignment]
-
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
-
-
-def airflow_exceptions() -> tuple[type[Exception], type[Exception]]:
-    """``(AirflowException, AirflowFailException)`` from the Task SDK, or from ``airflow.exceptions`` on 3.1."""
-    try:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
-    except ImportError:  # Airflow 3.1's Task SDK has no AirflowFailException yet
-        from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[assignment,no-redef,attr-defined]
-    return AirflowException, AirflowFailException
+__all__ = ["BatchWaitMixin", "as_seconds", "raise_give_up"]
 
 
 def as_seconds(value: timedelta | float | None) -> float | None:
@@ -64,16 +44,16 @@ def as_seconds(value: timedelta | float | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class BatchWaitMixin:
-    """Wait logic for an operator; the class using it sets the attributes below in ``__init__``."""
+def raise_give_up(step: GiveUp, cause: BaseException | None = None) -> NoReturn:
+    """Fail the task as ``step`` says: with retry (``AirflowException``) or without (``AirflowFailException``)."""
+    raise (AirflowException if step.retryable else AirflowFailException)(step.message) from cause
+
+
+class BatchWaitMixin(BaseOperator):
+    """The wait for an operator: the operator sets ``conn_id`` and says how to wait in :meth:`wait_policy`."""
 
     conn_id: str
-    poll_interval: float
     deferrable: bool
-    cancel_on_kill: bool
-    allow_partial: bool
-    max_failed_requests: int | float | None
-    max_consecutive_errors: int
     #: price overrides given to the operator (see :mod:`~airflow_provider_openai_batch.pricing`).
     prices: Mapping[str, Any] | str | None = None
 
@@ -82,81 +62,82 @@ class BatchWaitMixin:
         """Built on first use: no connection lookup while a DAG file is parsed."""
         return OpenAIBatchHook(self.conn_id)
 
-    def _wait_timeout(self) -> float | None:
-        """Seconds the wait may last; ``None`` waits as long as the batch runs."""
+    def wait_policy(self) -> WaitPolicy:
+        """How this operator waits and judges the batch; built from its arguments."""
         raise NotImplementedError
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def wait_until_terminal(self, batch: Batch) -> Batch:
-        """Return ``batch`` once terminal: at once if it already is, else defer or poll here.
+    def wait_until_terminal(self, batch: Batch | str) -> Batch:
+        """Return the batch once terminal: at once if it already is, else defer or poll here.
 
+        :param batch: the batch as last seen (it is judged without a poll), or its id (polled once first).
         Deferring raises ``TaskDeferred``; the task resumes in ``execute_complete``.
         """
-        if batch.status.is_terminal:
-            return batch
-        self.log.info("%s", describe_progress(batch))  # type: ignore[attr-defined]
-        if self.deferrable:
-            # Imported here: DAG files import the operators, and only deferring needs the trigger module.
-            from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+        policy = self.wait_policy()
+        batch_id = batch if isinstance(batch, str) else batch.id
+        decision = BatchWaitDecision(batch_id, policy, started_at=time.monotonic())
+        step = self._poll(decision) if isinstance(batch, str) else decision.on_batch(batch, now=time.monotonic())
+        while not isinstance(step, Finished):
+            self._carry_out(step)
+            if self.deferrable:
+                self._defer(batch_id, policy)
+            time.sleep(policy.poll_interval)
+            step = self._poll(decision)
+        return step.batch
 
-            timeout = self._wait_timeout()
-            self.defer(  # type: ignore[attr-defined]
-                trigger=OpenAIBatchTrigger(
-                    conn_id=self.conn_id,
-                    batch_id=batch.id,
-                    poll_interval=self.poll_interval,
-                    cancel_on_kill=self.cancel_on_kill,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=timeout) if timeout is not None else None,
-            )
-        return self._poll_until_terminal(batch.id)
+    def _poll(self, decision: BatchWaitDecision) -> Step:
+        try:
+            batch = self.hook.retrieve_batch(decision.batch_id)
+        except Exception as exc:
+            step = decision.on_error(exc, now=time.monotonic())
+            if isinstance(step, GiveUp):
+                raise_give_up(step, exc)
+            return step
+        return decision.on_batch(batch, now=time.monotonic())
 
-    def _poll_until_terminal(self, batch_id: str) -> Batch:
-        AirflowException, AirflowFailException = airflow_exceptions()
+    def _carry_out(self, step: Step) -> None:
+        """Log what a keep-waiting step asks for; fail the task on a give-up step."""
+        if isinstance(step, GiveUp):
+            raise_give_up(step)
+        if isinstance(step, KeepWaiting):
+            if step.warning:
+                self.log.warning("%s", step.warning)
+            if step.log_progress and step.batch is not None:
+                self.log.info("%s", describe_progress(step.batch))
 
-        timeout = self._wait_timeout()
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        budget = PollErrorBudget(self.max_consecutive_errors)
-        while True:
-            try:
-                batch = self.hook.retrieve_batch(batch_id)
-            except Exception as exc:
-                if not budget.tolerates(exc):
-                    failure = (
-                        AirflowException if budget.consecutive > self.max_consecutive_errors else AirflowFailException
-                    )
-                    raise failure(f"Stopped waiting for batch {batch_id}: {exc}") from exc
-                self.log.warning("Polling batch %s failed (%d in a row): %s", batch_id, budget.consecutive, exc)  # type: ignore[attr-defined]
-            else:
-                budget.success()
-                self.log.info("%s", describe_progress(batch))  # type: ignore[attr-defined]
-                if batch.status.is_terminal:
-                    return batch
-            if deadline is not None and time.monotonic() >= deadline:
-                raise AirflowException(
-                    f"Timed out after {timeout:.0f}s waiting for batch {batch_id}; it is still running and was not "
-                    "cancelled. Raise the timeout, or wait for it with OpenAIBatchSensor."
-                )
-            time.sleep(self.poll_interval)
+    def _defer(self, batch_id: str, policy: WaitPolicy) -> None:
+        # Imported here: DAG files import the operators, and only deferring needs the trigger module.
+        from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+
+        self.defer(
+            trigger=OpenAIBatchTrigger(
+                conn_id=self.conn_id,
+                batch_id=batch_id,
+                poll_interval=policy.poll_interval,
+                cancel_on_kill=policy.cancel_on_kill,
+                max_consecutive_errors=policy.max_consecutive_errors,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=policy.timeout) if policy.timeout is not None else None,
+        )
 
     def batch_from_event(self, event: dict[str, Any] | None) -> Batch:
         """The batch carried by a trigger event; an error event fails the task with its explanation."""
-        AirflowException, AirflowFailException = airflow_exceptions()
-
         from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 
         if not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
             raise AirflowException(f"Unexpected trigger event: {event!r}")
         if event["status"] == EVENT_ERROR:
             message = str(event.get("message") or "the trigger stopped without a message")
-            raise (AirflowException if event.get("retryable") else AirflowFailException)(message)
+            raise_give_up(GiveUp(message, retryable=bool(event.get("retryable"))))
         try:
-            return Batch.from_dict(event["batch"])
+            batch = Batch.from_dict(event["batch"])
         except (KeyError, TypeError, ValueError) as exc:
             raise AirflowException(f"Trigger event carries no valid batch: {exc}") from exc
+        if not batch.status.is_terminal:
+            raise AirflowException(f"Trigger event carries batch {batch.id} in status {batch.status.value!r}, not done")
+        return batch
 
     # -- finishing -----------------------------------------------------------------------------
 
@@ -181,16 +162,14 @@ class BatchWaitMixin:
         ti.xcom_push(key=XCOM_COST, value=self.report_cost(batch))
 
     def finish(self, context: Context, batch: Batch) -> BatchOutcome:
-        """Judge a terminal batch, push its XComs, and fail the task (without retry) when it failed.
+        """Judge a terminal batch, push its XComs, and fail the task when it failed.
 
-        A failed, expired or cancelled batch cannot heal by running the same task again, so it raises
-        ``AirflowFailException``.
+        A failed, expired or cancelled batch cannot heal by running the same task again, so it fails without
+        retry (``AirflowFailException``); a capacity failure (the queue was full) fails with retry.
         """
-        _, AirflowFailException = airflow_exceptions()
-
-        outcome = judge_batch(batch, allow_partial=self.allow_partial, max_failed_requests=self.max_failed_requests)
+        outcome = self.wait_policy().judge(batch)
         self.push_batch_xcoms(context, batch)
         if outcome.verdict is Verdict.FAIL:
-            raise AirflowFailException(outcome.message)
-        self.log.info("%s", outcome.message)  # type: ignore[attr-defined]
+            raise (AirflowException if outcome.retryable else AirflowFailException)(outcome.message)
+        self.log.info("%s", outcome.message)
         return outcome

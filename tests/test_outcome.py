@@ -1,4 +1,4 @@
-"""outcome.py: the verdict on every status, the failed-requests policy, the progress line, the error budget."""
+"""outcome.py: the verdict on every status, the failed-requests policy, the progress line."""
 
 from __future__ import annotations
 
@@ -6,18 +6,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openai_batch.exceptions import (
-    APIConnectionError,
-    AuthenticationError,
-    NotFoundError,
-    QuotaExceededError,
-    RateLimitError,
-    ServerError,
-)
 from airflow_provider_openai_batch.models import Batch, BatchErrors, BatchStatus, RequestCounts
 from airflow_provider_openai_batch.outcome import (
     FailedRequestsPolicy,
-    PollErrorBudget,
     Verdict,
     describe_progress,
     judge_batch,
@@ -174,47 +165,22 @@ def test_describe_progress_without_total_or_start() -> None:
     assert describe_progress(batch) == "Batch batch_9: validating, 0 completed / 0 failed / 0 total (0.0%)"
 
 
-# -- PollErrorBudget ------------------------------------------------------------------------------------------
-
-
-def test_budget_tolerates_transient_errors_up_to_the_limit() -> None:
-    budget = PollErrorBudget(3)
-    transient = [ServerError("503", status_code=503), RateLimitError("429", status_code=429), APIConnectionError("x")]
-    assert all(budget.tolerates(error) for error in transient)
-    assert budget.consecutive == 3
-    assert not budget.tolerates(ServerError("503", status_code=503))
-    assert budget.consecutive == 4
-
-
-def test_budget_success_resets_the_run() -> None:
-    budget = PollErrorBudget(2)
-    for _ in range(5):
-        assert budget.tolerates(ServerError("503", status_code=503))
-        assert budget.tolerates(ServerError("503", status_code=503))
-        budget.success()
-        assert budget.consecutive == 0
-
-
 @pytest.mark.parametrize(
-    "error",
+    ("codes", "capacity"),
     [
-        AuthenticationError("bad key", status_code=401),
-        NotFoundError("gone", status_code=404),
-        QuotaExceededError("no quota", status_code=429),
-        ValueError("not an API error"),
-        KeyError("x"),
+        (["token_limit_exceeded"], True),
+        (["request_limit_exceeded"], True),
+        (["token_limit_exceeded", "token_limit_exceeded"], True),
+        (["token_limit_exceeded", "invalid_json_line"], False),  # the input is wrong too: fixing it comes first
+        (["invalid_json_line"], False),
+        (["model_not_found"], False),
+        ([None], False),
+        ([], False),
     ],
 )
-def test_budget_never_tolerates_permanent_errors(error: Exception) -> None:
-    budget = PollErrorBudget(10)
-    assert not budget.tolerates(error)
-    assert budget.consecutive == 0  # so the caller can tell "permanent" from "budget used up"
-
-
-def test_budget_of_zero_tolerates_nothing() -> None:
-    assert not PollErrorBudget(0).tolerates(ServerError("503", status_code=503))
-
-
-def test_budget_must_not_be_negative() -> None:
-    with pytest.raises(ValueError, match="max_consecutive_errors"):
-        PollErrorBudget(-1)
+def test_failed_batches_are_capacity_or_input_failures(codes: list[str | None], capacity: bool) -> None:
+    errors = BatchErrors.from_dict({"data": [{"code": code, "message": "m"} for code in codes]})
+    outcome = judge_batch(make_batch(BatchStatus.FAILED, COUNTS["empty"], errors=errors))
+    assert outcome.verdict is Verdict.FAIL
+    assert (outcome.reason, outcome.retryable) == (("capacity", True) if capacity else ("failed", False))
+    assert ("Fix the input file" in outcome.message) is not capacity

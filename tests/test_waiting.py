@@ -9,14 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk import BaseOperator
 from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 
+from airflow_provider_openai_batch._compat import default_deferrable
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
-from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds, default_deferrable
+from airflow_provider_openai_batch.wait_decision import WaitPolicy
+from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
 
 GET_BATCH = "GET /v1/batches/{id}"
 LINE = {
@@ -27,22 +28,17 @@ LINE = {
 }
 
 
-class Waiter(BatchWaitMixin, BaseOperator):
-    """The smallest operator that waits for a batch."""
+class Waiter(BatchWaitMixin):
+    """The smallest operator that waits for a batch: a connection id and a wait policy."""
 
     def __init__(self, *, deferrable: bool, timeout: float | None = 10.0, **kwargs: Any) -> None:
         super().__init__(task_id="wait", **kwargs)
         self.conn_id = "openai_default"
-        self.poll_interval = 0.05
         self.deferrable = deferrable
-        self.cancel_on_kill = False
-        self.allow_partial = False
-        self.max_failed_requests = None
-        self.max_consecutive_errors = 2
         self.timeout_s = timeout
 
-    def _wait_timeout(self) -> float | None:
-        return self.timeout_s
+    def wait_policy(self) -> WaitPolicy:
+        return WaitPolicy(poll_interval=0.05, timeout=self.timeout_s, max_consecutive_errors=2)
 
 
 def new_batch(metadata: dict[str, str] | None = None) -> Batch:
@@ -92,7 +88,7 @@ def test_poll_times_out_and_leaves_the_batch(openai_conn: EmulatorServer) -> Non
 
 def test_poll_fails_fast_on_a_permanent_error(openai_conn: EmulatorServer) -> None:
     with pytest.raises(AirflowFailException, match="batch_gone"):
-        Waiter(deferrable=False)._poll_until_terminal("batch_gone")
+        Waiter(deferrable=False).wait_until_terminal("batch_gone")
     assert openai_conn.counters[GET_BATCH] == 1
 
 
@@ -113,7 +109,7 @@ def test_poll_gives_up_after_too_many_transient_errors(
     batch = new_batch({"emulator": "hold"})
     openai_conn.faults.add(GET_BATCH, "status", status=503, times=None)
     with pytest.raises(AirflowException, match="503") as info:
-        Waiter(deferrable=False)._poll_until_terminal(batch.id)
+        Waiter(deferrable=False).wait_until_terminal(batch.id)
     assert not isinstance(info.value, AirflowFailException)
     assert openai_conn.counters[GET_BATCH] == 3  # max_consecutive_errors=2, then the one that ends it
 

@@ -48,7 +48,7 @@ BATCH_ENDPOINTS = (
 TERMINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
 #: Batch metadata key that steers the emulator; value is a comma-separated list of flags.
 CONTROL_METADATA_KEY = "emulator"
-CONTROL_FLAGS = ("hold", "expire", "slow")
+CONTROL_FLAGS = ("hold", "expire", "slow", "token_limit")
 
 
 class ApiError(Exception):
@@ -517,6 +517,16 @@ class Store:
         if b.input_path is None or not b.input_path.exists():
             gone = {"code": "invalid_request", "message": "The input file is gone.", "param": None, "line": None}
             self._fail(b, t, [gone])
+            return
+        if "token_limit" in b.flags:
+            full = {
+                "code": "token_limit_exceeded",
+                "message": "Enqueued token limit reached for this model in your organization. Please try again once "
+                "some in_progress batches have been completed.",
+                "param": None,
+                "line": None,
+            }
+            self._fail(b, t, [full])
             return
         created = int(t)
         with open(b.input_path, "rb") as fh:

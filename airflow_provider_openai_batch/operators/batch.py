@@ -7,22 +7,19 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.links import OpenAIBatchLink
-from airflow_provider_openai_batch.outcome import FailedRequestsPolicy
-from airflow_provider_openai_batch.waiting import (
-    XCOM_BATCH_ID,
-    XCOM_OUTPUT_FILE_ID,
-    BatchWaitMixin,
-    airflow_exceptions,
-    as_seconds,
-    default_deferrable,
-)
+from airflow_provider_openai_batch.wait_decision import WaitPolicy
+from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -188,7 +185,6 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         if (input_file_id is None) == (input_file is None):
             raise ValueError("Give exactly one of input_file_id (an uploaded file) or input_file (a JSONL to upload)")
         check_cost_arguments(max_cost_usd, dry_run, has_local_input=input_file is not None)
-        FailedRequestsPolicy(max_failed_requests)
         self.endpoint = endpoint
         self.input_file_id = input_file_id
         self.input_file = input_file
@@ -210,9 +206,17 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
         self.dry_run_only = dry_run
         self.batch_id: str | None = None
+        self.wait_policy()  # a bad value fails when the DAG is parsed, not hours later
 
-    def _wait_timeout(self) -> float | None:
-        return as_seconds(self.wait_timeout)
+    def wait_policy(self) -> WaitPolicy:
+        return WaitPolicy(
+            poll_interval=self.poll_interval,
+            timeout=as_seconds(self.wait_timeout),
+            cancel_on_kill=self.cancel_on_kill,
+            allow_partial=self.allow_partial,
+            max_failed_requests=self.max_failed_requests,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
 
     def execute(self, context: Context) -> Any:
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
@@ -285,9 +289,16 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         return batch.id
 
     def on_kill(self) -> None:
-        """Cancel the batch this task created (worker side; the trigger handles the deferred case)."""
+        """Cancel the batch this task created (worker side; the trigger handles the deferred case).
+
+        A failed cancel is logged, not raised (as the trigger does): the task is being killed anyway.
+        """
         if self.cancel_on_kill and self.batch_id:
-            batch = self.hook.cancel_batch(self.batch_id)
+            try:
+                batch = self.hook.cancel_batch(self.batch_id)
+            except Exception as exc:
+                self.log.warning("Task killed but cancelling batch %s failed: %s", self.batch_id, exc)
+                return
             self.log.info("Task killed: cancel requested for batch %s (%s)", self.batch_id, batch.status.value)
 
 
@@ -333,12 +344,18 @@ class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):
         self.poll_interval = float(poll_interval)
         self.wait_timeout = wait_timeout
         self.max_consecutive_errors = max_consecutive_errors
-        self.cancel_on_kill = False
-        self.allow_partial = True
-        self.max_failed_requests = None
+        self.wait_policy()
 
-    def _wait_timeout(self) -> float | None:
-        return as_seconds(self.wait_timeout)
+    def wait_policy(self) -> WaitPolicy:
+        # Killing a cancel task must not do anything surprising, and a cancelled batch is what it asked for:
+        # its status is reported, never judged.
+        return WaitPolicy(
+            poll_interval=self.poll_interval,
+            timeout=as_seconds(self.wait_timeout),
+            cancel_on_kill=False,
+            allow_partial=True,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
 
     def execute(self, context: Context) -> str:
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=self.batch_id)
@@ -406,12 +423,13 @@ class OpenAIBatchDownloadOperator(BaseOperator):
         self.include_errors = include_errors
         self.conn_id = conn_id
 
+    @cached_property
+    def hook(self) -> OpenAIBatchHook:
+        """Built on first use: no connection lookup while a DAG file is parsed."""
+        return OpenAIBatchHook(self.conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
-        _, AirflowFailException = airflow_exceptions()
-
-        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-
-        hook = OpenAIBatchHook(self.conn_id)
+        hook = self.hook
         if self.file_id is not None:
             return {"output": self._download(hook, self.file_id, f"{self.file_id}.jsonl"), "error": None}
         batch = hook.retrieve_batch(str(self.batch_id))
@@ -428,7 +446,7 @@ class OpenAIBatchDownloadOperator(BaseOperator):
             result["error"] = self._download(hook, batch.error_file_id, f"{batch.id}_error.jsonl")
         return result
 
-    def _download(self, hook: Any, file_id: str, name: str) -> dict[str, Any]:
+    def _download(self, hook: OpenAIBatchHook, file_id: str, name: str) -> dict[str, Any]:
         from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, LineCounter, count_lines
 
         dest = self.destination
@@ -444,11 +462,8 @@ class OpenAIBatchDownloadOperator(BaseOperator):
             target = target / name
             with target.open("wb", block_size=STORAGE_BLOCK_SIZE) as raw:
                 counter = LineCounter(raw)
-                written = hook.download_file(file_id, counter)
+                written = hook.download_file(file_id, cast(IO[bytes], counter))  # it has what the hook uses
             lines = counter.lines
             where = str(target)
         self.log.info("Downloaded %s to %s: %d lines, %d bytes", file_id, where, lines, written)
         return {"file_id": file_id, "path": where, "lines": lines, "bytes": written}
-
-
-__all__ += ["XCOM_OUTPUT_FILE_ID"]

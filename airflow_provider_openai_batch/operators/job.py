@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_openai_batch._compat import AirflowException, AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
-from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, Verdict
-from airflow_provider_openai_batch.waiting import XCOM_COST, airflow_exceptions, as_seconds, default_deferrable
+from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
+from airflow_provider_openai_batch.wait_decision import PollErrorBudget
+from airflow_provider_openai_batch.waiting import as_seconds
+from airflow_provider_openai_batch.xcom_keys import XCOM_COST
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -314,7 +317,6 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _poll(self, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Batch]:
         from airflow_provider_openai_batch.job.verdict import describe_job_progress
 
-        AirflowException, AirflowFailException = airflow_exceptions()
         timeout = as_seconds(self.wait_timeout)
         deadline = time.monotonic() + timeout if timeout is not None else None
         budget = PollErrorBudget(self.max_consecutive_errors)
@@ -346,7 +348,6 @@ class OpenAIBatchJobOperator(BaseOperator):
         from airflow_provider_openai_batch.models import Batch
         from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 
-        AirflowException, AirflowFailException = airflow_exceptions()
         if not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
             raise AirflowException(f"Unexpected trigger event: {str(event)[:500]}")
         if event["status"] == EVENT_ERROR:
@@ -367,7 +368,6 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _finish(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
         from airflow_provider_openai_batch.job.manifest import build_manifest
 
-        _, AirflowFailException = airflow_exceptions()
         ti = context["ti"]
         shard_batches = [(shard, batches.get(shard.batch_id or "")) for shard in plan.shards]
         usages = [(batch.model or shard.model, batch.usage) for shard, batch in shard_batches if batch is not None]

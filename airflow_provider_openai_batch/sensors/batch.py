@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_openai_batch.links import OpenAIBatchLink
-from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, PollErrorBudget, describe_progress
-from airflow_provider_openai_batch.waiting import (
-    XCOM_BATCH_ID,
-    BatchWaitMixin,
-    airflow_exceptions,
-    as_seconds,
+from airflow_provider_openai_batch._compat import (
+    AirflowException,
+    AirflowRescheduleException,
+    AirflowSkipException,
     default_deferrable,
 )
+from airflow_provider_openai_batch.links import OpenAIBatchLink
+from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, WaitPolicy
+from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -75,7 +76,6 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        FailedRequestsPolicy(max_failed_requests)  # validate at parse time
         self.batch_id = batch_id
         self.conn_id = conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
@@ -85,41 +85,45 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.cancel_on_kill = cancel_on_kill
         self.max_consecutive_errors = max_consecutive_errors
         self.prices = prices
+        self._poke_decision: BatchWaitDecision | None = None
+        self.wait_policy()  # a bad value fails when the DAG is parsed, not hours later
 
-    def _wait_timeout(self) -> float | None:
-        return as_seconds(self.timeout)
+    def wait_policy(self) -> WaitPolicy:
+        return WaitPolicy(
+            poll_interval=self.poll_interval,
+            timeout=as_seconds(self.timeout),
+            cancel_on_kill=self.cancel_on_kill,
+            allow_partial=self.allow_partial,
+            max_failed_requests=self.max_failed_requests,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
 
     def execute(self, context: Context) -> Any:
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=self.batch_id)
         if not self.deferrable:
             return super().execute(context)
-        batch = self.wait_until_terminal(self.hook.retrieve_batch(self.batch_id))
-        return self.finish(context, batch).output_file_id
-
-    @cached_property
-    def _poke_errors(self) -> PollErrorBudget:
-        return PollErrorBudget(self.max_consecutive_errors)
+        try:
+            batch = self.wait_until_terminal(self.batch_id)
+            return self.finish(context, batch).output_file_id
+        except (AirflowSkipException, AirflowRescheduleException):
+            raise
+        except AirflowException as exc:
+            # The check before deferring fails the way the trigger path (resume_execution) does.
+            if self.soft_fail or self.never_fail:
+                flag = "soft_fail" if self.soft_fail else "never_fail"
+                raise AirflowSkipException(f"Skipping due to {flag} is set to True.") from exc
+            raise
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        try:
-            batch = self.hook.retrieve_batch(self.batch_id)
-        except Exception as exc:
-            # One 503 must not end a day-long wait; a permanent error (401, 404) must end it at once, and
-            # without retry, as in deferrable mode (a retry would only meet the same 404).
-            if not self._poke_errors.tolerates(exc):
-                AirflowException, AirflowFailException = airflow_exceptions()
-
-                gave_up = self._poke_errors.consecutive > self.max_consecutive_errors
-                raise (AirflowException if gave_up else AirflowFailException)(
-                    f"Stopped waiting for batch {self.batch_id}: {exc}"
-                ) from exc
-            self.log.warning("Poke failed (%d in a row), trying again: %s", self._poke_errors.consecutive, exc)
-            return False
-        self._poke_errors.success()
-        if not batch.status.is_terminal:
-            self.log.info("%s", describe_progress(batch))
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, batch).output_file_id)
+        # One decision across pokes: one 503 must not end a day-long wait, a permanent error (401, 404) must
+        # end it at once and without retry, as in deferrable mode (a retry would only meet the same 404).
+        if self._poke_decision is None:  # BaseSensorOperator keeps the time: no deadline here
+            self._poke_decision = BatchWaitDecision(self.batch_id, replace(self.wait_policy(), timeout=None))
+        step = self._poll(self._poke_decision)
+        if isinstance(step, Finished):
+            return PokeReturnValue(is_done=True, xcom_value=self.finish(context, step.batch).output_file_id)
+        self._carry_out(step)
+        return False
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str | None:
         """Resume after the trigger fired: judge the batch it carried."""

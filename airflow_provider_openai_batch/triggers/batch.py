@@ -9,8 +9,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_openai_batch.outcome import PollErrorBudget, describe_progress
+from airflow_provider_openai_batch.outcome import describe_progress
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
+from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
 
 __all__ = ["EVENT_ERROR", "EVENT_TERMINAL", "OpenAIBatchTrigger"]
 
@@ -79,55 +80,57 @@ class OpenAIBatchTrigger(BaseTrigger):
             self.conn_id, max_retries=self.max_retries, keepalive_expiry=self.poll_interval * 1.1 + 30
         )
 
+    def wait_policy(self) -> WaitPolicy:
+        """The part of the task's wait policy the trigger needs (the deferral timeout is Airflow's)."""
+        return WaitPolicy(
+            poll_interval=self.poll_interval,
+            cancel_on_kill=self.cancel_on_kill,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # The connection's poller learns this batch's status with every other batch waited on through the same
         # connection, once per interval (the task checked the batch just before deferring: nothing is urgent).
-        budget = PollErrorBudget(self.max_consecutive_errors)
+        decision = BatchWaitDecision(self.batch_id, self.wait_policy())
         subscription: Subscription | None = None
         try:
-            last_progress = ""
             while True:
+                error: Exception | None = None
                 try:
                     if subscription is None:
                         subscription = await subscribe(
                             self.conn_id, self.batch_id, poll_interval=self.poll_interval, max_retries=self.max_retries
                         )
-                    batch = await subscription.next()
+                    step = decision.on_batch(await subscription.next())
                 except Exception as exc:  # every failure ends in an event the task can explain
-                    if budget.tolerates(exc):
-                        self.log.warning(
-                            "Polling batch %s failed (%d/%d in a row, will retry): %s",
-                            self.batch_id,
-                            budget.consecutive,
-                            self.max_consecutive_errors,
-                            exc,
-                        )
-                        if subscription is None:  # the next round is the wait otherwise
-                            await asyncio.sleep(self.poll_interval)
-                        continue
-                    yield self._error_event(exc, retryable=budget.consecutive > self.max_consecutive_errors)
+                    error = exc
+                    step = decision.on_error(exc)
+                if isinstance(step, Finished):
+                    yield TriggerEvent(  # type: ignore[no-untyped-call]
+                        {"status": EVENT_TERMINAL, "batch_id": self.batch_id, "batch": step.batch.to_dict()}
+                    )
                     return
-                budget.success()
-                progress = describe_progress(batch)
-                if _without_elapsed(progress) != _without_elapsed(last_progress):  # a day-long wait logs changes only
-                    self.log.info("%s", progress)
-                    last_progress = progress
-                if batch.status.is_terminal:
-                    yield TriggerEvent({"status": EVENT_TERMINAL, "batch_id": self.batch_id, "batch": batch.to_dict()})  # type: ignore[no-untyped-call]
+                if isinstance(step, GiveUp):
+                    yield self._error_event(step, error_type=type(error).__name__)
                     return
+                if step.warning:
+                    self.log.warning("%s", step.warning)
+                if step.log_progress and step.batch is not None:  # a day-long wait logs changes only
+                    self.log.info("%s", describe_progress(step.batch))
+                if error is not None and subscription is None:  # the next round is the wait otherwise
+                    await asyncio.sleep(self.poll_interval)
         finally:
             if subscription is not None:
                 subscription.close()
 
-    def _error_event(self, exc: Exception, *, retryable: bool) -> TriggerEvent:
-        gave_up = " after too many consecutive transient failures" if retryable else ""
+    def _error_event(self, step: GiveUp, *, error_type: str) -> TriggerEvent:
         return TriggerEvent(  # type: ignore[no-untyped-call]
             {
                 "status": EVENT_ERROR,
                 "batch_id": self.batch_id,
-                "message": f"Stopped waiting for batch {self.batch_id}{gave_up}: {exc}",
-                "error_type": type(exc).__name__,
-                "retryable": retryable,
+                "message": step.message,
+                "error_type": error_type,
+                "retryable": step.retryable,
             }
         )
 
@@ -143,7 +146,3 @@ class OpenAIBatchTrigger(BaseTrigger):
             self.log.warning("Task was killed but cancelling batch %s failed: %s", self.batch_id, exc)
         finally:
             await hook.aclose()
-
-
-def _without_elapsed(progress: str) -> str:
-    return progress.split(", elapsed ", 1)[0]

@@ -12,9 +12,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.job.verdict import describe_job_progress
 from airflow_provider_openai_batch.models import Batch, BatchStatus
-from airflow_provider_openai_batch.outcome import PollErrorBudget
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
+from airflow_provider_openai_batch.wait_decision import PollErrorBudget
 
 __all__ = ["OpenAIBatchJobTrigger"]
 

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -358,6 +359,19 @@ def test_on_kill_leaves_the_batch_when_asked(openai_conn: EmulatorServer, tmp_pa
 
     assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
     assert openai_conn.get_batch(batch_id)["status"] in ("validating", "in_progress")
+
+
+def test_on_kill_logs_a_failed_cancel_instead_of_raising(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    op = create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 4), metadata={"emulator": "hold"})
+    batch_id = op.execute(context())
+    openai_conn.faults.add("POST /v1/batches/{id}/cancel", "status", status=404, times=None)
+
+    op._cached_logger = log = Mock()  # type: ignore[assignment]
+
+    op.on_kill()  # the task is being killed anyway: a failed cancel is reported, not raised
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 1
+    assert log.warning.call_count == 1 and batch_id in log.warning.call_args.args
 
 
 def test_on_kill_before_any_batch_does_nothing(openai_conn: EmulatorServer) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
+from airflow.sdk import BaseSensorOperator
+from airflow_compat import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 from batch_testkit import FakeTI, batch_in_status, context, invalid_jsonl, new_batch, set_connection, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
@@ -147,6 +149,27 @@ def test_failed_batch_fails_with_its_errors(openai_conn: EmulatorServer) -> None
     assert "line 2" in message
     assert error.message and error.message in message
     assert ti.xcoms["batch"]["status"] == "failed"  # pushed before failing: visible in the UI
+
+
+@pytest.mark.parametrize("path", ["first_check", "trigger_event"])
+def test_a_full_batch_queue_fails_with_retry_and_says_what_to_do(openai_conn: EmulatorServer, path: str) -> None:
+    # token_limit_exceeded: the organization's enqueued-token limit was full; the same input succeeds later.
+    batch = new_batch(4, metadata={"emulator": "token_limit"})
+    wait_for_status(openai_conn, batch.id, "failed")
+    op = sensor(batch.id)
+    ti = FakeTI()
+
+    with pytest.raises(AirflowException) as info:
+        if path == "first_check":
+            op.execute(context(ti))
+        else:
+            op.execute_complete(context(ti), terminal_event(openai_conn, batch.id))
+
+    assert not isinstance(info.value, AirflowFailException)  # a retry may succeed
+    message = str(info.value)
+    assert "token_limit_exceeded" in message and "queue for this model was full" in message
+    assert "fewer batches" in message and "Fix the input" not in message
+    assert ti.xcoms["batch"]["status"] == "failed"
 
 
 @pytest.mark.parametrize("status", ["expired", "cancelled"])
@@ -310,3 +333,42 @@ def test_poke_logs_progress(openai_conn: EmulatorServer) -> None:
     assert re.fullmatch(
         rf"Batch {batch.id}: in_progress, (\d) completed / 0 failed / 4 total \(\d+\.\d%\), elapsed 0h00m0\ds", line
     ), line
+
+
+# -- soft_fail / never_fail: the check before deferring behaves like the trigger path ---------------------------
+
+
+#: Whether this Airflow's BaseSensorOperator turns a failure after the trigger into a skip for never_fail too.
+TRIGGER_PATH_HONOURS_NEVER_FAIL = "never_fail" in inspect.getsource(BaseSensorOperator.resume_execution)
+
+
+def trigger_path_event(emulator: EmulatorServer, batch_id: str, kind: str) -> dict[str, Any]:
+    """What the trigger would fire for the same situation the first check meets."""
+    if kind == "failed_batch":
+        return terminal_event(emulator, batch_id)
+    return {"status": EVENT_ERROR, "batch_id": batch_id, "message": "No batch found", "retryable": False}
+
+
+@pytest.mark.parametrize("flag", ["soft_fail", "never_fail", None])
+@pytest.mark.parametrize("kind", ["failed_batch", "batch_not_found"])
+def test_first_check_honours_soft_fail_and_never_fail_like_the_trigger_path(
+    openai_conn: EmulatorServer, kind: str, flag: str | None
+) -> None:
+    batch_id = batch_in_status(openai_conn, "failed").id if kind == "failed_batch" else "batch_does_not_exist"
+    flags = {flag: True} if flag else {}
+    expected = AirflowSkipException if flag else AirflowFailException
+
+    for path in ("first_check", "trigger_path"):
+        if path == "trigger_path" and flag == "never_fail" and not TRIGGER_PATH_HONOURS_NEVER_FAIL:
+            continue  # Airflow 3.1's resume_execution knows soft_fail only; the first check follows newer Airflow
+        op = sensor(batch_id, **flags)
+        with pytest.raises(AirflowException) as info:
+            if path == "first_check":
+                op.execute(context())
+            else:
+                op.resume_execution(
+                    "execute_complete", {"event": trigger_path_event(openai_conn, batch_id, kind)}, {"ti": FakeTI()}
+                )
+        assert type(info.value) is expected, (path, info.value)
+        if flag and path == "first_check":  # the trigger path's wording is Airflow's, and 3.1 words it otherwise
+            assert f"Skipping due to {flag} is set to True." in str(info.value)
