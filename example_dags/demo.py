@@ -173,14 +173,19 @@ def _print_chat_summary(summary: Any, show: int = 5) -> None:
         print(f"  ... and {len(answers) - show} more")
 
 
-def _print_results(dag_id: str, results: dict[str, Any], limit: int = 1500) -> None:
+def _print_results(dag_id: str, results: dict[str, Any], width: int = 160, rows: int = 12) -> None:
     for task_id, value in results.items():
         print(f"What the last task, {task_id}, returned:")
         if dag_id == DEFAULT_DAG and isinstance(value, dict):
             _print_chat_summary(value)
             continue
-        text = json.dumps(value, indent=2, default=str)
-        print(text if len(text) <= limit else text[:limit] + "\n  ... (cut)")
+        items = list(value.items()) if isinstance(value, dict) else [("", value)]
+        for key, item in items[:rows]:
+            line = f"  {key}: " if key != "" else "  "
+            text = json.dumps(item, default=str)
+            print(line + (text if len(line) + len(text) <= width else text[: width - len(line) - 5] + " ..."))
+        if len(items) > rows:
+            print(f"  ... and {len(items) - rows} more")
 
 
 def _explain(dag_id: str, *, on_emulator: bool) -> None:
