@@ -205,15 +205,20 @@ class BatchInputError(OpenAIBatchError, ValueError):
 
     :param source: the file or description of the input that was checked.
     :param problems: every problem found (at most the first ``max_problems`` are kept).
+    :param limits: the per-file limits the input was checked against, in words (they differ by service).
     """
 
-    def __init__(self, source: str, problems: Sequence[InputProblem], *, truncated: bool = False) -> None:
+    def __init__(
+        self, source: str, problems: Sequence[InputProblem], *, truncated: bool = False, limits: str = ""
+    ) -> None:
         self.source = source
         self.problems = tuple(problems)
         self.truncated = truncated
+        self.limits = limits
         shown = "\n".join(f"  - {problem}" for problem in self.problems[:20])
         more = len(self.problems) - 20
         tail = f"\n  ... and {more} more" if more > 0 else ""
         cut = "\n  (stopped after the first problems)" if truncated else ""
+        checked = f"\n  (checked against the limits {limits})" if limits else ""
         count = len(self.problems)
-        super().__init__(f"Invalid batch input {source}: {count} problem(s)\n{shown}{tail}{cut}")
+        super().__init__(f"Invalid batch input {source}: {count} problem(s)\n{shown}{tail}{cut}{checked}")

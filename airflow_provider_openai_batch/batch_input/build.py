@@ -8,7 +8,7 @@ from typing import Any
 from airflow_provider_openai_batch.batch_input.endpoints import CHAT_COMPLETIONS, EMBEDDINGS, RESPONSES
 from airflow_provider_openai_batch.batch_input.records import BatchRequest
 
-__all__ = ["build_chat_requests", "build_embedding_requests", "build_responses_requests"]
+__all__ = ["TOKEN_FIELDS", "build_chat_requests", "build_embedding_requests", "build_responses_requests"]
 
 
 def _pairs(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
@@ -28,12 +28,18 @@ def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> d
     return body
 
 
+#: The body fields a chat completion's token cap can be sent as: OpenAI's current one, and the older one that
+#: some gateways and older Azure API versions still need (reasoning models reject it).
+TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
 def build_chat_requests(
     prompts: Mapping[str, str] | Iterable[tuple[str, str]],
     *,
     model: str,
     system: str | None = None,
     max_tokens: int | None = None,
+    token_field: str = "max_completion_tokens",  # noqa: S107 - a body field name, not a secret
     extra_body: Mapping[str, Any] | None = None,
 ) -> Iterator[BatchRequest]:
     """Yield one ``/v1/chat/completions`` request per prompt, lazily (feed it to :func:`write_batch_input`).
@@ -42,12 +48,16 @@ def build_chat_requests(
         stream prompts from a database without building a dict).
     :param model: the model (on Azure: the Global-Batch deployment name), the same for every request.
     :param system: an optional system message put before each prompt.
-    :param max_tokens: an optional ``max_tokens`` cap (newer reasoning models want
-        ``max_completion_tokens`` instead: pass it in ``extra_body``).
+    :param max_tokens: an optional cap on generated tokens, sent as ``token_field``.
+    :param token_field: ``max_completion_tokens`` (OpenAI's field; reasoning models accept only this one)
+        or ``max_tokens`` (for a gateway or an older API version that knows only the old field).
     :param extra_body: further body fields (``temperature``, ``response_format``...), copied into every
         request; it may not set a field given by another argument.
-    :raises ValueError: when ``extra_body`` sets ``model``, ``messages`` or ``max_tokens``.
+    :raises ValueError: when ``extra_body`` sets ``model``, ``messages`` or the token field, or
+        ``token_field`` is not one of :data:`TOKEN_FIELDS`.
     """
+    if token_field not in TOKEN_FIELDS:
+        raise ValueError(f"token_field must be one of {', '.join(TOKEN_FIELDS)}, got {token_field!r}")
     for custom_id, prompt in _pairs(prompts):
         messages: list[dict[str, Any]] = []
         if system is not None:
@@ -55,7 +65,7 @@ def build_chat_requests(
         messages.append({"role": "user", "content": prompt})
         body: dict[str, Any] = {"model": model, "messages": messages}
         if max_tokens is not None:
-            body["max_tokens"] = max_tokens
+            body[token_field] = max_tokens
         yield BatchRequest(custom_id, _with_extra(body, extra_body), CHAT_COMPLETIONS)
 
 

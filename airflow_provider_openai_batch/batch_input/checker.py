@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openai_batch.batch_input.endpoints import normalize_endpoint
+from airflow_provider_openai_batch.batch_input.endpoints import (
+    CHAT_COMPLETIONS,
+    EMBEDDINGS,
+    RESPONSES,
+    normalize_endpoint,
+)
+from airflow_provider_openai_batch.batch_input.limits import embedding_inputs
 from airflow_provider_openai_batch.batch_input.records import InputSummary
 from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError, InputProblem
@@ -59,6 +66,7 @@ class LineChecker:
         max_bytes: int,
         max_problems: int = DEFAULT_MAX_PROBLEMS,
         on_request: RequestCallback | None = None,
+        max_embedding_inputs: int | None = None,
     ) -> None:
         self.endpoint = normalize_endpoint(endpoint) if endpoint is not None else None
         self.endpoint_line: int | None = None
@@ -77,6 +85,12 @@ class LineChecker:
         self.too_many_line: int | None = None
         self.hasher = hashlib.sha256()
         self.on_request = on_request
+        #: ``None``: not checked (a job counts its shards' inputs itself).
+        self.max_embedding_inputs = max_embedding_inputs
+        self.embedding_inputs = 0
+        self.embedding_limit_line: int | None = None
+        #: warning code -> [first line, lines, message]: reported once each, with how often it applies.
+        self.notes: dict[str, list[Any]] = {}
         #: the pre-flight cost bound, added up in the same pass (see :mod:`~airflow_provider_openai_batch.estimate`).
         self.estimator = CostEstimator()
 
@@ -224,6 +238,55 @@ class LineChecker:
                 "streaming_not_supported",
                 'body.stream is true; batches cannot stream: remove "stream" or set it to false',
             )
+        if self.endpoint == EMBEDDINGS:
+            self.embedding_inputs += embedding_inputs(body)
+            limit = self.max_embedding_inputs
+            if limit is not None and self.embedding_limit_line is None and self.embedding_inputs > limit:
+                self.embedding_limit_line = line_no
+        self._note_token_fields(line_no, body)
+
+    def _note_token_fields(self, line_no: int, body: Mapping[str, Any]) -> None:
+        # Warnings, not problems: which field a model or gateway takes is only known to the service.
+        if self.endpoint == CHAT_COMPLETIONS and "max_tokens" in body:
+            self.note(
+                line_no,
+                "max_tokens",
+                "body.max_tokens: reasoning models (o-series, gpt-5) reject it and OpenAI deprecates it for "
+                "max_completion_tokens; keep it only for a gateway or model that needs it",
+            )
+            if "max_completion_tokens" in body:
+                self.note(line_no, "both_token_limits", "body sets both max_tokens and max_completion_tokens; keep one")
+        elif self.endpoint == RESPONSES:
+            for name in ("max_tokens", "max_completion_tokens"):
+                if name in body:
+                    self.note(
+                        line_no, "token_limit_field", f"body.{name} is not a /v1/responses field: use max_output_tokens"
+                    )
+
+    def note(self, line_no: int, code: str, message: str) -> None:
+        """Record a warning: something the service may reject or ignore, which does not stop the upload."""
+        seen = self.notes.get(code)
+        if seen is None:
+            self.notes[code] = [line_no, 1, message]
+        else:
+            seen[1] += 1
+
+    def warnings(self) -> tuple[str, ...]:
+        """Each warning once, with its first line and how many lines it applies to."""
+        out = []
+        for first, count, message in self.notes.values():
+            more = f" (and {count - 1:,} more lines)" if count > 1 else ""
+            out.append(f"line {first}{more}: {message}")
+        return tuple(out)
+
+    def describe_limits(self) -> str:
+        """The limits this check applied, for the error message (unbounded ones left out)."""
+        parts = [f"{self.max_requests:,} requests" if self.max_requests < sys.maxsize else ""]
+        parts.append(f"{self.max_bytes:,} bytes ({_mib(self.max_bytes)})" if self.max_bytes < sys.maxsize else "")
+        if self.max_embedding_inputs is not None and self.endpoint == EMBEDDINGS:
+            parts.append(f"{self.max_embedding_inputs:,} embedding inputs")
+        shown = [part for part in parts if part]
+        return f"{', '.join(shown)} per file" if shown else ""
 
     def _check_url(self, line_no: int, url: object) -> None:
         if not isinstance(url, str) or not url.startswith("/"):
@@ -251,6 +314,14 @@ class LineChecker:
                 f"(line {self.too_many_line} is request {self.max_requests + 1:,}); "
                 "split the requests into several batches",
             )
+        if self.embedding_limit_line is not None:
+            self.add(
+                self.embedding_limit_line,
+                "too_many_embedding_inputs",
+                f"the file holds {self.embedding_inputs:,} embedding inputs across its requests, over the limit "
+                f"of {self.max_embedding_inputs:,} per batch (passed on line {self.embedding_limit_line}; an "
+                "input list counts each element); split the requests into several batches",
+            )
         if self.requests == 0:
             self.add(None, "empty_file", "the file holds no requests")
 
@@ -264,8 +335,10 @@ class LineChecker:
             endpoint=self.endpoint,
             sha256=self.hasher.hexdigest(),
             estimate=self.estimator.result(self.endpoint, prices),
+            embedding_inputs=self.embedding_inputs,
+            warnings=self.warnings(),
         )
 
     def raise_if_problems(self, source: str) -> None:
         if self.problems:
-            raise BatchInputError(source, self.problems, truncated=self.truncated)
+            raise BatchInputError(source, self.problems, truncated=self.truncated, limits=self.describe_limits())

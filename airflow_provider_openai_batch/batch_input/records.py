@@ -68,6 +68,10 @@ class InputSummary:
     :param endpoint: the endpoint all lines target, in ``/v1/...`` form (see :func:`normalize_endpoint`).
     :param sha256: hex SHA-256 of the file's bytes; a changed value means a changed input, which lets a
         re-run tell whether an already uploaded file can be reused.
+    :param embedding_inputs: embedding inputs across all requests of an ``/v1/embeddings`` file (an input
+        list counts each element), 0 for other endpoints.
+    :param warnings: what the service may reject or ignore without failing the check (e.g. ``max_tokens``
+        for reasoning models), each once with its first line.
     :param estimate: an upper bound of what the batch will cost, counted in the same pass (see
         :mod:`~airflow_provider_openai_batch.estimate`); ``None`` when not computed.
     """
@@ -80,6 +84,8 @@ class InputSummary:
     sha256: str
     #: Left out of ``==``: two summaries of the same bytes are equal whatever prices were used.
     estimate: CostEstimate | None = field(default=None, compare=False)
+    embedding_inputs: int = 0
+    warnings: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputSummary:
@@ -92,6 +98,8 @@ class InputSummary:
             endpoint=data.get("endpoint"),
             sha256=str(data.get("sha256") or ""),
             estimate=CostEstimate.from_dict(data["estimate"]) if isinstance(data.get("estimate"), Mapping) else None,
+            embedding_inputs=int(data.get("embedding_inputs") or 0),
+            warnings=tuple(str(item) for item in data.get("warnings") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,4 +112,6 @@ class InputSummary:
             "endpoint": self.endpoint,
             "sha256": self.sha256,
             "estimate": self.estimate.to_dict() if self.estimate is not None else None,
+            "embedding_inputs": self.embedding_inputs,
+            "warnings": list(self.warnings),
         }

@@ -12,6 +12,7 @@ from airflow_provider_openai_batch.batch_input.checker import (
     StopCheck,
 )
 from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
+from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS
 from airflow_provider_openai_batch.batch_input.reading import describe_source, iter_lines
 from airflow_provider_openai_batch.batch_input.records import InputSummary
 
@@ -27,6 +28,7 @@ def validate_batch_input(
     endpoint: str | None = None,
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_INPUT_BYTES,
+    max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
     max_problems: int = DEFAULT_MAX_PROBLEMS,
     on_request: RequestCallback | None = None,
     prices: PriceTable | None = None,
@@ -45,6 +47,8 @@ def validate_batch_input(
         share the first line's url.
     :param max_requests: most requests allowed; raise it to 100,000 for Azure.
     :param max_bytes: largest file allowed, in bytes.
+    :param max_embedding_inputs: most embedding inputs across all requests of an ``/v1/embeddings`` file
+        (an ``input`` list counts each element).
     :param max_problems: problems collected before the check stops (the error is then ``truncated``),
         so that a wholly broken file does not produce an error message of a million lines.
     :param on_request: called with ``(line number, request object)`` for every line that is a JSON
@@ -63,6 +67,7 @@ def validate_batch_input(
         max_bytes=max_bytes,
         max_problems=max_problems,
         on_request=on_request,
+        max_embedding_inputs=max_embedding_inputs,
     )
     try:
         if isinstance(source, (str, os.PathLike)):

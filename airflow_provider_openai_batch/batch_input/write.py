@@ -14,6 +14,7 @@ from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_openai_batch.batch_input.checker import DEFAULT_MAX_PROBLEMS, LineChecker, StopCheck
 from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
+from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS
 from airflow_provider_openai_batch.batch_input.reading import describe_source
 from airflow_provider_openai_batch.batch_input.records import BatchRequest, InputSummary
 
@@ -42,6 +43,7 @@ def write_batch_input(
     endpoint: str,
     max_requests: int = MAX_REQUESTS,
     max_bytes: int = MAX_INPUT_BYTES,
+    max_embedding_inputs: int = MAX_EMBEDDING_INPUTS,
     max_problems: int = DEFAULT_MAX_PROBLEMS,
 ) -> InputSummary:
     """Write requests as a batch input file, checking each one with :func:`validate_batch_input`'s rules.
@@ -59,12 +61,20 @@ def write_batch_input(
         ``url`` get it as written.
     :param max_requests: most requests allowed; raise it to 100,000 for Azure.
     :param max_bytes: largest file allowed, in bytes.
+    :param max_embedding_inputs: most embedding inputs across all requests of an ``/v1/embeddings`` file
+        (an ``input`` list counts each element).
     :param max_problems: problems collected before stopping.
     :returns: the summary of the written file.
     :raises BatchInputError: listing every problem; nothing is written then.
     """
     description, path = describe_source(destination)
-    checker = LineChecker(endpoint=endpoint, max_requests=max_requests, max_bytes=max_bytes, max_problems=max_problems)
+    checker = LineChecker(
+        endpoint=endpoint,
+        max_requests=max_requests,
+        max_bytes=max_bytes,
+        max_problems=max_problems,
+        max_embedding_inputs=max_embedding_inputs,
+    )
     if isinstance(destination, (str, os.PathLike)):
         target = os.path.abspath(os.fspath(destination))
         folder = os.path.dirname(target)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_openai_batch import __version__
+from airflow_provider_openai_batch.batch_input.limits import FileLimits
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
 
 __all__ = ["API_TYPES", "DEFAULT_BASE_URL", "STATUS_POLLING", "ConnectionSettings"]
@@ -42,6 +43,9 @@ class ConnectionSettings:
     :param max_retry_after: longest ``Retry-After`` hint obeyed; a longer one ends the retries.
     :param verify_ssl: verify TLS certificates (on unless turned off explicitly).
     :param status_polling: how triggers of this connection learn statuses, one of :data:`STATUS_POLLING`.
+    :param file_limits: the most one batch input file may hold on this service: by ``api_type`` (OpenAI
+        50,000 requests, Azure 100,000; 200 MB; 50,000 embedding inputs), each replaced by the extras
+        ``batch_max_requests``, ``batch_max_bytes`` and ``batch_max_embedding_inputs`` (e.g. for a gateway).
     """
 
     conn_id: str
@@ -59,6 +63,7 @@ class ConnectionSettings:
     max_retry_after: float = 60.0
     verify_ssl: bool = True
     status_polling: str = "auto"
+    file_limits: FileLimits = field(default_factory=FileLimits)
 
     @classmethod
     def from_connection_fields(
@@ -113,6 +118,7 @@ class ConnectionSettings:
             max_retry_after=_number(conn_id, extras, "max_retry_after", 60.0, minimum=0.0),
             verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
             status_polling=status_polling,
+            file_limits=_file_limits(conn_id, extras, api_type),
         )
 
     def with_overrides(self, **changes: Any) -> ConnectionSettings:
@@ -212,6 +218,15 @@ def _number(
         bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         raise InvalidConnectionError(conn_id, f"extra {key!r} must be {bounds}, got {value!r}.")
     return number
+
+
+def _file_limits(conn_id: str, extras: Mapping[str, Any], api_type: str) -> FileLimits:
+    limits = FileLimits.for_api_type(api_type)
+    overrides = {
+        name: int(_number(conn_id, extras, f"batch_{name}", getattr(limits, name), minimum=1))
+        for name in ("max_requests", "max_bytes", "max_embedding_inputs")
+    }
+    return limits.with_overrides(**overrides)
 
 
 def _boolean(conn_id: str, extras: Mapping[str, Any], key: str, default: bool) -> bool:

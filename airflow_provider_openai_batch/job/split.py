@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from airflow_provider_openai_batch.batch_input.checker import LineChecker, StopCheck
 from airflow_provider_openai_batch.batch_input.endpoints import EMBEDDINGS, normalize_endpoint
+from airflow_provider_openai_batch.batch_input.limits import embedding_inputs
 from airflow_provider_openai_batch.batch_input.reading import READ_CHUNK
 from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError
@@ -55,14 +56,6 @@ def open_index(path: str | os.PathLike[str]) -> sqlite3.Connection:
     db.execute("PRAGMA temp_store=FILE")
     db.execute("PRAGMA cache_size=-4096")  # 4 MiB, whatever the job's size
     return db
-
-
-def embedding_inputs(body: Mapping[str, Any]) -> int:
-    """Embedding inputs of one request: a list of strings (or of token lists) counts each; else 1."""
-    value = body.get("input")
-    if isinstance(value, list) and value and not all(isinstance(item, int) for item in value):
-        return len(value)
-    return 1
 
 
 class _Forgetful(dict[str, int]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +17,7 @@ from airflow_provider_openai_batch._compat import AirflowFailException, default_
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.links import OpenAIBatchLink
+from airflow_provider_openai_batch.operators.input_file import InputFile, jsonl_name
 from airflow_provider_openai_batch.wait_decision import WaitPolicy
 from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_ID
@@ -60,48 +61,6 @@ def check_create_arguments(
     )
 
 
-class _InputFile:
-    """A batch input given as a local path, a ``file://``/``s3://``/... URI or an ``ObjectStoragePath``."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        text = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        self.local: Path | None = None
-        if text is not None and "://" not in text:
-            self.local = Path(text)
-        elif text is not None and text.startswith("file://") and not hasattr(source, "fs"):
-            self.local = Path(text[len("file://") :])
-        self.name = (
-            self.local.name if self.local is not None else str(getattr(self._storage_path(), "name", "input.jsonl"))
-        )
-
-    def _storage_path(self) -> Any:
-        if hasattr(self.source, "fs") and hasattr(self.source, "open"):
-            return self.source
-        from airflow.sdk import ObjectStoragePath
-
-        return ObjectStoragePath(os.fspath(self.source))
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[BinaryIO]:
-        if self.local is not None:
-            if not self.local.is_file():
-                raise FileNotFoundError(f"Batch input file not found: {self.local}")
-            with self.local.open("rb") as handle:
-                yield handle
-            return
-        from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE
-
-        path = self._storage_path()
-        if not path.exists():
-            raise FileNotFoundError(f"Batch input file not found: {path}")
-        with path.open("rb", block_size=STORAGE_BLOCK_SIZE) as handle:
-            yield cast(BinaryIO, handle)
-
-    def __str__(self) -> str:
-        return str(self.local if self.local is not None else self.source)
-
-
 class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     """Creates a batch, from an uploaded file id or from a JSONL file it validates and uploads.
 
@@ -143,6 +102,11 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         computed. Needs ``input_file``.
     :param dry_run: validate ``input_file`` and estimate its cost, upload nothing and create no batch;
         returns the estimate. Needs ``input_file``.
+    :param max_requests: most requests ``input_file`` may hold; default: the connection's limit (by API type,
+        OpenAI 50,000, Azure 100,000, or its extra ``batch_max_requests``). Set it when one service differs.
+    :param max_bytes: largest ``input_file`` in bytes; default: the connection's (200 MB, ``batch_max_bytes``).
+    :param max_embedding_inputs: most embedding inputs across an ``/v1/embeddings`` file; default: the
+        connection's (50,000, ``batch_max_embedding_inputs``).
     """
 
     template_fields: Sequence[str] = (
@@ -179,6 +143,9 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
+        max_requests: int | None = None,
+        max_bytes: int | None = None,
+        max_embedding_inputs: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -205,6 +172,11 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
         self.dry_run_only = dry_run
+        self.file_limit_overrides = {
+            "max_requests": max_requests,
+            "max_bytes": max_bytes,
+            "max_embedding_inputs": max_embedding_inputs,
+        }
         self.batch_id: str | None = None
         self.wait_policy()  # a bad value fails when the DAG is parsed, not hours later
 
@@ -221,7 +193,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         if self.dry_run_only:
-            source = _InputFile(self.input_file)
+            source = InputFile(self.input_file)
             with source.open() as handle:
                 summary = self._validate(context, handle, source)
             self.log.info("Dry run: nothing was uploaded and no batch was created")
@@ -244,7 +216,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 output_expires_after=self.output_expires_after,
                 idempotency_key=key,
             )
-        source = _InputFile(self.input_file)
+        source = InputFile(self.input_file)
         with source.open() as handle:
             summary = self._validate(context, handle, source)
             key = task_instance_key(context, "sha256", summary.sha256)
@@ -255,7 +227,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 )
                 return existing
             handle.seek(0)
-            uploaded = self.hook.upload_file(handle, purpose="batch", filename=_jsonl_name(source.name))
+            uploaded = self.hook.upload_file(handle, purpose="batch", filename=jsonl_name(source.name))
         try:
             return self.hook.create_batch(
                 input_file_id=uploaded.id,
@@ -272,14 +244,24 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                     self.log.info("Deleted the uploaded input %s since no batch was created from it", uploaded.id)
             raise
 
-    def _validate(self, context: Context, handle: BinaryIO, source: _InputFile) -> InputSummary:
+    def _validate(self, context: Context, handle: BinaryIO, source: InputFile) -> InputSummary:
         """Check every line and estimate the cost in one pass; fail if the estimate breaks ``max_cost_usd``."""
         from airflow_provider_openai_batch.batch_input import validate_batch_input
 
-        summary = validate_batch_input(handle, endpoint=self.endpoint, prices=self.price_table())
+        limits = self.hook.settings.file_limits.with_overrides(**self.file_limit_overrides)
+        summary = validate_batch_input(
+            handle,
+            endpoint=self.endpoint,
+            prices=self.price_table(),
+            max_requests=limits.max_requests,
+            max_bytes=limits.max_bytes,
+            max_embedding_inputs=limits.max_embedding_inputs,
+        )
         self.log.info(
             "Validated %s: %d requests, %d bytes, model %s", source, summary.requests, summary.bytes, summary.model
         )
+        for warning in summary.warnings:
+            self.log.warning("Input %s, %s", source, warning)
         enforce_budget(self, context, summary.estimate, self.max_cost_usd)
         return summary
 
@@ -300,10 +282,6 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 self.log.warning("Task killed but cancelling batch %s failed: %s", self.batch_id, exc)
                 return
             self.log.info("Task killed: cancel requested for batch %s (%s)", self.batch_id, batch.status.value)
-
-
-def _jsonl_name(name: str) -> str:
-    return name if name.endswith(".jsonl") else f"{Path(name).stem or 'batch_input'}.jsonl"
 
 
 class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):

@@ -174,10 +174,8 @@ class OpenAIBatchJobOperator(BaseOperator):
     # -- split and submit ------------------------------------------------------------------------
 
     def limits(self) -> ShardLimits:
-        """The connection's per-batch limits, narrowed by this task's own."""
-        from airflow_provider_openai_batch.job.limits import ShardLimits
-
-        return ShardLimits.for_api_type(self.hook.settings.api_type).narrowed(
+        """The connection's per-batch limits (by API type, or its extras), narrowed by this task's own."""
+        return self.hook.settings.file_limits.narrowed(
             max_requests=self.max_requests_per_batch,
             max_bytes=self.max_bytes_per_batch,
             max_embedding_inputs=self.max_embedding_inputs_per_batch,
@@ -185,13 +183,14 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_openai_batch.job.split import split_input
-        from airflow_provider_openai_batch.operators.batch import _InputFile, check_create_arguments
+        from airflow_provider_openai_batch.operators.batch import check_create_arguments
+        from airflow_provider_openai_batch.operators.input_file import InputFile
 
         # Everything the client can check is checked before anything is uploaded or billed.
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         limits = self.limits()
 
-        source = _InputFile(self.input_file)
+        source = InputFile(self.input_file)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
             started = time.monotonic()
             with source.open() as handle:
@@ -251,7 +250,8 @@ class OpenAIBatchJobOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Run the lines that failed for a passing reason again, as the shards of a new round, and wait."""
         from airflow_provider_openai_batch.job.resubmit import split_retry
-        from airflow_provider_openai_batch.operators.batch import _InputFile, task_instance_key
+        from airflow_provider_openai_batch.operators.batch import task_instance_key
+        from airflow_provider_openai_batch.operators.input_file import InputFile
 
         assert merged.retry is not None and merged.retry_numbers is not None
         round_ = plan.rounds + 1
@@ -267,7 +267,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             split.plan.requests,
             len(split.plan.shards),
         )
-        stem = Path(_InputFile(self.input_file).name).stem or "job"
+        stem = Path(InputFile(self.input_file).name).stem or "job"
         shards, created = self._submit_shards(split, keys, f"{stem}.r{round_}")
         plan = plan.with_shards([*plan.shards, *shards])
         context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
@@ -400,9 +400,9 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], retry_dir: Path | None = None) -> MergedJob:
         from airflow_provider_openai_batch.job.collect import collect_results
-        from airflow_provider_openai_batch.operators.batch import _InputFile
+        from airflow_provider_openai_batch.operators.input_file import InputFile
 
-        source = _InputFile(self.input_file)
+        source = InputFile(self.input_file)
         merged = collect_results(
             plan,
             batches,

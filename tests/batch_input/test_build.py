@@ -26,9 +26,15 @@ BUILDERS: list[Any] = [
         {
             "model": MODEL,
             "messages": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"}],
-            "max_tokens": 5,
+            "max_completion_tokens": 5,
         },
         id="chat",
+    ),
+    pytest.param(
+        lambda: build_chat_requests({"a": "Hi", "b": "Hé"}, model=MODEL, max_tokens=5, token_field="max_tokens"),
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5},
+        id="chat_old_token_field_for_gateways",
     ),
     pytest.param(
         lambda: build_chat_requests([("a", "Hi"), ("b", "Hé")], model=MODEL, extra_body={"temperature": 0}),
@@ -72,3 +78,14 @@ def test_builders_write_valid_files(tmp_path: Path, make: Any, endpoint: str, fi
 def test_extra_body_may_not_override(extra: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="extra_body must not set"):
         list(build_chat_requests({"a": "x"}, model=MODEL, extra_body=extra))
+
+
+def test_chat_token_cap_is_sent_as_max_completion_tokens() -> None:
+    # Reasoning models reject max_tokens: the cap goes in the field every current model accepts.
+    (request,) = build_chat_requests({"a": "x"}, model="o3-mini", max_tokens=100)
+    assert request.body["max_completion_tokens"] == 100 and "max_tokens" not in request.body
+
+
+def test_unknown_token_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="token_field"):
+        list(build_chat_requests({"a": "x"}, model=MODEL, max_tokens=1, token_field="max_output_tokens"))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from input_helpers import CHAT, body, check, good, line, lines, problems
 
+from airflow_provider_openai_batch.batch_input import validate_batch_input
 from airflow_provider_openai_batch.exceptions import InputProblem
 
 PROBLEM_CASES: list[Any] = [
@@ -148,3 +149,63 @@ def test_input_problem_is_the_shared_type(tmp_path: Path) -> None:
     error = check(tmp_path, b"")
     assert all(isinstance(problem, InputProblem) for problem in error.problems)
     assert isinstance(error, ValueError)
+
+
+def embedding_line(custom_id: str, value: Any) -> bytes:
+    return line(custom_id, url="/v1/embeddings", body={"model": "text-embedding-3-small", "input": value})
+
+
+def test_embedding_inputs_over_the_limit_name_the_count(tmp_path: Path) -> None:
+    content = lines(embedding_line("a", ["x"] * 3), embedding_line("b", "y"), embedding_line("c", ["z", "w"]))
+    error = check(tmp_path, content, max_embedding_inputs=4)
+    assert problems(error) == [(3, "too_many_embedding_inputs")]
+    assert "6 embedding inputs" in str(error) and "limit of 4" in str(error)
+    assert "4 embedding inputs per file" in str(error)  # the limits checked against, in the error
+
+
+def test_embedding_inputs_are_counted_in_the_summary(tmp_path: Path) -> None:
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(lines(embedding_line("a", ["x"] * 3), embedding_line("b", [1, 2, 3])))
+    assert validate_batch_input(path).embedding_inputs == 4
+
+
+def test_default_embedding_limit_is_50000(tmp_path: Path) -> None:
+    content = lines(*(embedding_line(f"r{i}", ["t"] * 1000) for i in range(51)))
+    error = check(tmp_path, content)
+    assert problems(error) == [(51, "too_many_embedding_inputs")]
+    assert "51,000 embedding inputs" in str(error)
+
+
+def test_limits_are_reported_in_the_error(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(*good(3)), max_requests=2, max_bytes=10_000)
+    assert "checked against the limits 2 requests, 10,000 bytes" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "warned"),
+    [
+        ({"max_tokens": 5}, ["max_tokens"]),
+        ({"max_completion_tokens": 5}, []),
+        ({"max_tokens": 5, "max_completion_tokens": 5}, ["max_tokens", "both"]),
+    ],
+)
+def test_token_fields_warn_and_never_fail(tmp_path: Path, extra: dict[str, Any], warned: list[str]) -> None:
+    path = tmp_path / "input.jsonl"
+    path.write_bytes(lines(line("a", body=body("o3-mini", **extra)), line("b", body=body("o3-mini", **extra))))
+    summary = validate_batch_input(path)
+    assert summary.requests == 2
+    assert len(summary.warnings) == len(warned)
+    for text, word in zip(summary.warnings, warned, strict=True):
+        assert text.startswith("line 1 (and 1 more lines): ") and word in text
+
+
+def test_responses_token_fields_warn(tmp_path: Path) -> None:
+    path = tmp_path / "input.jsonl"
+    request = line("a", url="/v1/responses", body={"model": "gpt-4.1", "input": "x", "max_tokens": 5})
+    (warning,) = validate_batch_input(path_with(path, request)).warnings
+    assert "max_output_tokens" in warning
+
+
+def path_with(path: Path, *items: bytes) -> Path:
+    path.write_bytes(lines(*items))
+    return path
