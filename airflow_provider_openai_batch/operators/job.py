@@ -15,7 +15,6 @@ from airflow.sdk import BaseOperator
 from airflow_provider_openai_batch._compat import AirflowException, AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
-from airflow_provider_openai_batch.wait_decision import PollErrorBudget
 from airflow_provider_openai_batch.waiting import as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_COST
 
@@ -315,30 +314,31 @@ class OpenAIBatchJobOperator(BaseOperator):
         return self._finish(context, plan, self._poll(plan, batches))
 
     def _poll(self, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Batch]:
+        """Wait in the worker: each shard batch fed to a wait decision of its own, as a single batch's wait."""
         from airflow_provider_openai_batch.job.verdict import describe_job_progress
+        from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, GiveUp, KeepWaiting, WaitPolicy
+        from airflow_provider_openai_batch.waiting import raise_give_up
 
-        timeout = as_seconds(self.wait_timeout)
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        budget = PollErrorBudget(self.max_consecutive_errors)
+        policy = WaitPolicy(
+            poll_interval=self.poll_interval,
+            timeout=as_seconds(self.wait_timeout),
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
+        started = time.monotonic()
+        decisions = {batch_id: BatchWaitDecision(batch_id, policy, started_at=started) for batch_id in batches}
         while self._judge(plan, batches).verdict is Verdict.WAIT:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise AirflowException(
-                    f"Timed out after {timeout:.0f}s waiting for the job's batches; they are still running and "
-                    "were not cancelled."
-                )
             time.sleep(self.poll_interval)
             for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
                 try:
                     batches[batch_id] = self.hook.retrieve_batch(batch_id)
                 except Exception as exc:
-                    if not budget.tolerates(exc):
-                        gave_up = budget.consecutive > self.max_consecutive_errors
-                        raise (AirflowException if gave_up else AirflowFailException)(
-                            f"Stopped waiting for batch {batch_id}: {exc}"
-                        ) from exc
-                    self.log.warning("Polling batch %s failed (%d in a row): %s", batch_id, budget.consecutive, exc)
-                    break
-                budget.success()
+                    step = decisions[batch_id].on_error(exc, now=time.monotonic())
+                else:
+                    step = decisions[batch_id].on_batch(batches[batch_id], now=time.monotonic())
+                if isinstance(step, GiveUp):
+                    raise_give_up(step)
+                if isinstance(step, KeepWaiting) and step.warning:
+                    self.log.warning("%s", step.warning)
             self.log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
         return batches
 

@@ -9,12 +9,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.job.verdict import describe_job_progress
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
-from airflow_provider_openai_batch.wait_decision import PollErrorBudget
+from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
 
 __all__ = ["OpenAIBatchJobTrigger"]
 
@@ -94,46 +93,39 @@ class OpenAIBatchJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Every shard batch joins the connection's shared poller (one client and one coalesced round of
         # requests per interval for every batch waited on through that connection in this triggerer), so a
-        # job of many shards costs the triggerer about what one batch does.
-        budget = PollErrorBudget(self.max_consecutive_errors)
+        # job of many shards costs the triggerer about what one batch does. Each shard has its own wait
+        # decision, as a single batch's trigger does: its error budget, warnings and verdict.
+        policy = WaitPolicy(poll_interval=self.poll_interval, max_consecutive_errors=self.max_consecutive_errors)
+        decisions = {batch_id: BatchWaitDecision(batch_id, policy) for batch_id in self.batch_ids}
         subscriptions: dict[str, Subscription] = {}
         latest: dict[str, Batch] = {}
-        last_progress = ""
         try:
             while True:
                 pending = [b for b in self.batch_ids if b not in self._finished]
                 answers = await asyncio.gather(*(self._next(subscriptions, b) for b in pending))
-                failures: list[tuple[str, Exception]] = []
+                changed = False
                 for batch_id, answer in zip(pending, answers, strict=True):
+                    decision = decisions[batch_id]
                     if isinstance(answer, Exception):
-                        failures.append((batch_id, answer))
-                        continue
-                    latest[batch_id] = answer
-                    if answer.status.is_terminal:
+                        step = decision.on_error(answer)
+                    else:
+                        latest[batch_id] = answer
+                        step = decision.on_batch(answer)
+                    if isinstance(step, GiveUp):
+                        yield self._error_event(batch_id, step)
+                        return
+                    if isinstance(step, Finished):
                         self._finished.add(batch_id)
                         subscriptions.pop(batch_id).close()
-                if failures:
-                    # A round with failures counts once against the budget; a permanent one ends the wait.
-                    batch_id, exc = next(((b, e) for b, e in failures if not _transient(e)), failures[0])
-                    if not budget.tolerates(exc):
-                        yield self._error_event(batch_id, exc, budget.consecutive > self.max_consecutive_errors)
-                        return
-                    self.log.warning(
-                        "Polling %d of the job's batches failed (%d/%d rounds in a row, will retry): %s",
-                        len(failures),
-                        budget.consecutive,
-                        self.max_consecutive_errors,
-                        exc,
-                    )
-                    if any(b not in subscriptions for b, _ in failures):  # no round to wait for: wait here
-                        await asyncio.sleep(self.poll_interval)
-                else:
-                    budget.success()
-                if latest:
-                    progress = describe_job_progress(list(latest.values()), self.requests)
-                    if progress != last_progress:
-                        self.log.info("%s", progress)
-                        last_progress = progress
+                        changed = True
+                    else:
+                        changed = changed or step.log_progress
+                        if step.warning:
+                            self.log.warning("%s", step.warning)
+                        if step.batch is None and batch_id not in subscriptions:  # no round to wait for
+                            await asyncio.sleep(self.poll_interval)
+                if changed and latest:
+                    self.log.info("%s", describe_job_progress(list(latest.values()), self.requests))
                 failed = any(batch.status is BatchStatus.FAILED for batch in latest.values())
                 if failed or len(self._finished) == len(self.batch_ids):
                     batches = [b.to_dict() for b in latest.values()]
@@ -155,15 +147,13 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         except Exception as exc:
             return exc
 
-    def _error_event(self, batch_id: str, exc: Exception, retryable: bool) -> TriggerEvent:
-        gave_up = " after too many consecutive transient failures" if retryable else ""
+    def _error_event(self, batch_id: str, step: GiveUp) -> TriggerEvent:
         return TriggerEvent(  # type: ignore[no-untyped-call]
             {
                 "status": EVENT_ERROR,
                 "batch_id": batch_id,
-                "message": f"Stopped waiting for the job's batch {batch_id}{gave_up}: {exc}",
-                "error_type": type(exc).__name__,
-                "retryable": retryable,
+                "message": f"{step.message} (a shard batch of the job)",
+                "retryable": step.retryable,
             }
         )
 
@@ -185,7 +175,3 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                     self.log.warning("Task was killed but cancelling batch %s failed: %s", batch_id, exc)
         finally:
             await hook.aclose()
-
-
-def _transient(exc: Exception) -> bool:
-    return isinstance(exc, OpenAIBatchAPIError) and exc.retryable
