@@ -11,10 +11,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FLOOR_VENV := .venv-floor
 BENCH_VENV := .venv-bench
+MUTATION_VENV := .venv-mutation
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv lint typecheck unit e2e test test-floor demo wheel bench emulator constraints clean
+.PHONY: venv lint typecheck unit e2e test test-floor demo wheel bench mutate emulator constraints clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -72,6 +73,16 @@ $(BENCH_VENV)/.synced: $(UV) pyproject.toml uv.lock
 bench: $(BENCH_VENV)/.synced
 	$(BENCH_VENV)/bin/python -m benchmarks.run
 
+$(MUTATION_VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) venv --allow-existing --python $(PYTHON) $(MUTATION_VENV)
+	UV_PROJECT_ENVIRONMENT=$(MUTATION_VENV) $(UV) sync --locked --group mutation --python $(PYTHON)
+	touch $@
+
+# Mutation testing of the modules that decide (mutation/plan.toml); slow, so not part of make test.
+# MODULE=outcome runs one plan entry; MUTATE_JOBS=N runs N mutants at a time (default 2).
+mutate: $(MUTATION_VENV)/.synced
+	$(MUTATION_VENV)/bin/python -m mutation.run $(if $(MODULE),--module $(MODULE))
+
 emulator: venv
 	$(PY) -m airflow_provider_openai_batch.emulator --host 127.0.0.1 --port 8787
 
@@ -81,4 +92,4 @@ constraints: $(UV)
 	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2025-10-01 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(TOOLS) .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(MUTATION_VENV) .mutation $(TOOLS) .mypy_cache .ruff_cache

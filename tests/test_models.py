@@ -393,3 +393,121 @@ def test_usage() -> None:
     usage = Usage.from_dict({"input_tokens": 5, "output_tokens": 7, "total_tokens": 12})
     assert usage == Usage(input_tokens=5, output_tokens=7, total_tokens=12)
     assert usage is not None and usage.to_dict()["input_tokens_details"] == {"cached_tokens": 0}
+
+
+# -- Contracts and boundaries the mutation run (make mutate) showed unpinned ---------------------------------------
+
+
+def test_summary_is_the_batch_xcom_contract() -> None:
+    # Downstream tasks pull these keys from the ``batch`` XCom: renaming or dropping one breaks their DAGs.
+    assert Batch.from_dict(FULL_BATCH).summary() == {
+        "id": "batch_abc123",
+        "status": "completed",
+        "endpoint": "/v1/completions",
+        "model": FULL_BATCH.get("model"),
+        "output_file_id": FULL_BATCH["output_file_id"],
+        "error_file_id": FULL_BATCH["error_file_id"],
+        "request_counts": {"total": 100, "completed": 95, "failed": 5},
+        "usage": Batch.from_dict(FULL_BATCH).usage.to_dict(),  # type: ignore[union-attr]
+        "errors": [],
+        **{name: FULL_BATCH.get(name) for name in Batch._TIMESTAMPS},
+    }
+    assert set(Batch.from_dict({"id": "b", "status": "validating"}).summary()) >= {
+        "id", "status", "endpoint", "model", "output_file_id", "error_file_id", "request_counts", "usage", "errors",
+    }  # fmt: skip
+
+
+def test_summary_usage_values() -> None:
+    summary = Batch.from_dict(FULL_BATCH).summary()
+    assert summary["usage"]["input_tokens"] == FULL_BATCH["usage"]["input_tokens"]
+    assert Batch.from_dict({"id": "b", "status": "completed"}).summary()["usage"] is None
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        RequestCounts(),
+        Usage(),
+        BatchError(code="x", message="y"),
+        BatchErrors(),
+        Batch(id="b", status=BatchStatus.COMPLETED),
+        BatchPage(data=()),
+        FileObject(id="f"),
+        DeletedFile("f", True),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_models_are_immutable(model: Any) -> None:
+    # Models are shared between the trigger, the operator and XCom: nobody may change one in place.
+    field = next(iter(model.__dataclass_fields__))
+    with pytest.raises(AttributeError):
+        setattr(model, field, getattr(model, field))
+
+
+def test_usage_without_figures_is_all_zeros() -> None:
+    assert Usage().to_dict() == {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
+
+
+@pytest.mark.parametrize(("count", "more"), [(10, None), (11, "  ... and 1 more"), (12, "  ... and 2 more")])
+def test_error_summary_shows_ten_then_counts_the_rest(count: int, more: str | None) -> None:
+    errors = BatchErrors(data=tuple(BatchError(code=f"c{i}", message="m", line=i) for i in range(count)))
+    lines = errors.summary().splitlines()
+    assert len(lines) == min(count, 10) + (1 if more else 0)
+    assert lines[-1] == more if more else "line 9" in lines[-1]
+
+
+def test_object_defaults_and_what_the_server_says_are_kept() -> None:
+    assert Batch(id="b", status=BatchStatus.COMPLETED).object == "batch"
+    assert Batch.from_dict({"id": "b", "status": "completed"}).object == "batch"
+    assert Batch.from_dict({"id": "b", "status": "completed", "object": "batch.v2"}).object == "batch.v2"
+    assert FileObject(id="f").object == "file"
+    assert FileObject.from_dict({"id": "f"}).object == "file"
+    assert FileObject.from_dict({"id": "f", "object": "file.v2"}).object == "file.v2"
+
+
+def test_file_status_details_are_kept() -> None:
+    file = FileObject.from_dict({"id": "f", "status": "error", "status_details": "invalid_jsonl"})
+    assert file.status_details == "invalid_jsonl"
+
+
+def test_extra_keys_are_neither_shown_nor_compared() -> None:
+    plain = Batch.from_dict({"id": "b", "status": "completed"})
+    extra = Batch.from_dict({"id": "b", "status": "completed", "vendor_field": "do-not-show"})
+    assert extra.extra == {"vendor_field": "do-not-show"}
+    assert extra == plain
+    assert "do-not-show" not in repr(extra)
+
+
+@pytest.mark.parametrize("field", ["completed_at", "failed_at", "expired_at", "cancelled_at"])
+def test_finished_at_is_whichever_terminal_time_is_set(field: str) -> None:
+    batch = Batch.from_dict({"id": "b", "status": "completed", field: 1_700_000_000})
+    assert batch.finished_at == 1_700_000_000
+    assert Batch.from_dict({"id": "b", "status": "in_progress"}).finished_at is None
+
+
+def test_page_ids_default_to_its_first_and_last_batch() -> None:
+    page = BatchPage.from_dict({"data": [FULL_BATCH, FAILED_BATCH, {"id": "batch_3", "status": "failed"}]})
+    assert (page.first_id, page.last_id) == ("batch_abc123", "batch_3")
+    assert BatchPage(data=()).has_more is False
+    given = BatchPage.from_dict({"data": [FULL_BATCH], "first_id": "a", "last_id": "z", "has_more": True})
+    assert (given.first_id, given.last_id) == ("a", "z")
+
+
+def test_non_string_ids_become_strings() -> None:
+    batch = Batch.from_dict({"id": "b", "status": "completed", "output_file_id": 123, "error_file_id": ""})
+    assert (batch.output_file_id, batch.error_file_id) == ("123", None)
+
+
+@pytest.mark.parametrize("cls", [Batch, FileObject])
+def test_not_an_object_error_quotes_at_most_200_characters(cls: Any) -> None:
+    data = {"object": "x" * 500}
+    with pytest.raises(ValueError, match="no 'id'") as info:
+        cls.from_dict(data)
+    assert str(data)[:200] in str(info.value)
+    assert str(data)[:201] not in str(info.value)

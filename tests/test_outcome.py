@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -163,6 +164,101 @@ def test_describe_progress() -> None:
 def test_describe_progress_without_total_or_start() -> None:
     batch = Batch(id="batch_9", status=BatchStatus.VALIDATING)
     assert describe_progress(batch) == "Batch batch_9: validating, 0 completed / 0 failed / 0 total (0.0%)"
+
+
+# -- Boundaries: one-request batches, zero completed, exact limits -------------------------------------------
+
+
+def test_one_request_batch_whose_request_failed_fails() -> None:
+    outcome = judge_batch(make_batch(BatchStatus.COMPLETED, RequestCounts(total=1, completed=0, failed=1)))
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, "all_requests_failed")
+
+
+def test_one_request_batch_whose_request_succeeded_succeeds() -> None:
+    outcome = judge_batch(make_batch(BatchStatus.COMPLETED, RequestCounts(total=1, completed=1, failed=0)))
+    assert (outcome.verdict, outcome.reason) == (Verdict.SUCCEED, "completed")
+
+
+def test_more_failed_than_total_still_counts_as_every_request_failed() -> None:
+    # The API's counters are not transactional: a failed count past the total must not read as a success.
+    outcome = judge_batch(make_batch(BatchStatus.COMPLETED, RequestCounts(total=2, completed=0, failed=3)))
+    assert outcome.reason == "all_requests_failed"
+
+
+@pytest.mark.parametrize("status", [BatchStatus.EXPIRED, BatchStatus.CANCELLED])
+def test_partial_with_output_file_but_zero_completed_is_not_accepted(status: BatchStatus) -> None:
+    batch = make_batch(status, RequestCounts(total=4, completed=0, failed=2), output_file_id="file-out")
+    outcome = judge_batch(batch, allow_partial=True)
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, "no_output")
+
+
+@pytest.mark.parametrize("status", [BatchStatus.EXPIRED, BatchStatus.CANCELLED])
+def test_partial_with_one_completed_request_is_accepted(status: BatchStatus) -> None:
+    outcome = judge_batch(make_batch(status, RequestCounts(total=4, completed=1, failed=0)), allow_partial=True)
+    assert (outcome.verdict, outcome.reason) == (Verdict.SUCCEED, "partial")
+
+
+@pytest.mark.parametrize(
+    ("status", "words"), [(BatchStatus.EXPIRED, "expired before finishing"), (BatchStatus.CANCELLED, "was cancelled")]
+)
+def test_partial_messages_say_what_happened(status: BatchStatus, words: str) -> None:
+    counts = COUNTS["some_failed"]
+    for allow_partial in (False, True):
+        message = judge_batch(make_batch(status, counts), allow_partial=allow_partial).message
+        assert words in message
+        assert ("expired" in message) is (status is BatchStatus.EXPIRED)
+
+
+def test_completed_message_without_failures_is_exact() -> None:
+    outcome = judge_batch(make_batch(BatchStatus.COMPLETED, COUNTS["all_ok"]))
+    assert outcome.message == "Batch batch_1 completed: 4 completed, 0 failed of 4."
+
+
+@pytest.mark.parametrize(
+    ("limit", "failed", "total", "exceeded"),
+    [
+        (3, 3, 10, False),  # exactly the limit is accepted
+        (3, 4, 10, True),
+        (3, 1, 10, False),  # under the limit
+        (0.5, 5, 10, False),  # exactly the share
+        (0.5, 6, 10, True),
+        (0.5, 1, 10, False),  # well under the share
+        (0.0, 1, 1, True),  # one request, one failure, no failure allowed
+    ],
+)
+def test_policy_exact_limits(limit: int | float, failed: int, total: int, exceeded: bool) -> None:
+    assert FailedRequestsPolicy(limit).exceeded_by(failed=failed, total=total) is exceeded
+
+
+@pytest.mark.parametrize(
+    ("verdict", "value"), [(Verdict.WAIT, "wait"), (Verdict.SUCCEED, "succeed"), (Verdict.FAIL, "fail")]
+)
+def test_verdict_values_are_stable(verdict: Verdict, value: str) -> None:
+    # The values travel in trigger events and logs: renaming one breaks a running deployment.
+    assert Verdict(value) is verdict
+    assert verdict == value
+
+
+def test_outcomes_and_policies_are_immutable() -> None:
+    outcome = judge_batch(make_batch(BatchStatus.COMPLETED, COUNTS["all_ok"]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.reason = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FailedRequestsPolicy(1).limit = 2  # type: ignore[misc]
+
+
+def test_describe_progress_never_shows_negative_elapsed_time() -> None:
+    # created_at ahead of the local clock (skew): the elapsed time is shown as zero, not negative.
+    batch = Batch(id="batch_9", status=BatchStatus.IN_PROGRESS, created_at=10_000)
+    assert describe_progress(batch, now=9_000).endswith(", elapsed 0h00m00s")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(59, "0h00m59s"), (60, "0h01m00s"), (3599, "0h59m59s"), (3600, "1h00m00s")]
+)
+def test_describe_progress_elapsed_boundaries(seconds: int, text: str) -> None:
+    batch = Batch(id="batch_9", status=BatchStatus.IN_PROGRESS, created_at=1_000)
+    assert describe_progress(batch, now=1_000 + seconds).endswith(f", elapsed {text}")
 
 
 @pytest.mark.parametrize(

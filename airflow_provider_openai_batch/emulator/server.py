@@ -257,6 +257,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.emulator.store
 
     def _dispatch(self, method: str) -> None:
+        self.store.begin_request()
+        try:
+            self._serve(method)
+        finally:
+            self.store.end_request()
+
+    def _serve(self, method: str) -> None:
         started = time.monotonic()
         request_id = "req_" + uuid.uuid4().hex
         split = urlsplit(self.path)
@@ -730,6 +737,24 @@ class EmulatorServer:
 
     def reset_counters(self) -> None:
         self.store.reset_counters()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now (a delayed one still counts after its client gave up)."""
+        with self.store.lock:
+            return self.store.in_flight
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being served: True, or False once ``timeout`` seconds have passed.
+
+        Tests call this before counting what the server created, instead of sleeping a guessed time.
+        """
+        deadline = time.monotonic() + timeout
+        while self.in_flight:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     @property
     def batches(self) -> Mapping[str, JSON]:

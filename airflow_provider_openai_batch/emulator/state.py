@@ -184,6 +184,7 @@ class Store:
         self.connections = 0
         self.batches_created = 0
         self.files_uploaded = 0
+        self.in_flight = 0
 
     # ------------------------------------------------------------------ helpers
     def _next_seq(self) -> int:
@@ -202,6 +203,14 @@ class Store:
         with self.lock:
             self.total_requests += 1
             self.route_counts[route_key] = self.route_counts.get(route_key, 0) + 1
+
+    def begin_request(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+
+    def end_request(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def count_connection(self) -> None:
         with self.lock:

@@ -12,7 +12,7 @@ from unittest.mock import Mock
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow_compat import AirflowFailException, TaskDeferred
+from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 from batch_testkit import ENDPOINT, FakeTI, context, invalid_jsonl, jsonl, wait_for_status, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
@@ -250,8 +250,9 @@ def test_wait_timeout_leaves_the_batch_running(openai_conn: EmulatorServer, tmp_
         wait_for_completion=True,
         wait_timeout=0.3,
     )
-    with pytest.raises(Exception, match="Timed out"):
+    with pytest.raises(AirflowException, match="Timed out") as info:
         op.execute(context())
+    assert not isinstance(info.value, AirflowFailException)  # a timeout may be retried: the batch runs on
     (batch_id,) = openai_conn.batches
     assert openai_conn.get_batch(batch_id)["status"] == "in_progress"
 
@@ -381,6 +382,21 @@ def test_on_kill_before_any_batch_does_nothing(openai_conn: EmulatorServer) -> N
 
 def test_xcom_values_are_json(openai_conn: EmulatorServer, tmp_path: Path) -> None:
     ti = FakeTI()
-    create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), wait_for_completion=True).execute(context(ti))
+    batch_id = create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), wait_for_completion=True).execute(
+        context(ti)
+    )
+    assert [key for key, _ in ti.pushes] == ["batch_id", "output_file_id", "error_file_id", "batch"]
     for _key, value in ti.pushes:
         json.dumps(value)
+    done = openai_conn.get_batch(batch_id)
+    assert ti.xcoms["batch_id"] == batch_id
+    assert ti.xcoms["output_file_id"] == done["output_file_id"] is not None
+    # The batch XCom's keys are a contract: downstream tasks pull them by name.
+    batch = ti.xcoms["batch"]
+    assert {"id", "status", "output_file_id", "error_file_id", "endpoint", "model", "request_counts", "usage"} <= set(
+        batch
+    )
+    assert (batch["id"], batch["status"], batch["endpoint"]) == (batch_id, "completed", ENDPOINT)
+    assert (batch["output_file_id"], batch["error_file_id"]) == (done["output_file_id"], done["error_file_id"])
+    assert batch["model"] == done["model"]
+    assert batch["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
