@@ -385,7 +385,9 @@ def test_xcom_values_are_json(openai_conn: EmulatorServer, tmp_path: Path) -> No
     batch_id = create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), wait_for_completion=True).execute(
         context(ti)
     )
-    assert [key for key, _ in ti.pushes] == ["batch_id", "output_file_id", "error_file_id", "batch"]
+    assert [key for key, _ in ti.pushes] == [
+        "estimate", "batch_id", "output_file_id", "error_file_id", "batch", "cost",
+    ]  # fmt: skip
     for _key, value in ti.pushes:
         json.dumps(value)
     done = openai_conn.get_batch(batch_id)
