@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -16,14 +17,22 @@ from airflow_provider_openai_batch._compat import (
     default_deferrable,
 )
 from airflow_provider_openai_batch.links import OpenAIBatchLink
-from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, WaitPolicy
+from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, KeepWaiting, Step, WaitPolicy
 from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["OpenAIBatchSensor"]
+__all__ = ["POLL_ERRORS_KEY", "OpenAIBatchSensor"]
+
+#: Key in the task instance's state store (Airflow 3.3+) of the run of failed polls of a rescheduled sensor.
+POLL_ERRORS_KEY = "openai_batch_consecutive_poll_errors"
+
+
+def _stored_errors(store: Any) -> int:
+    value = store.get(POLL_ERRORS_KEY, 0) if store is not None else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
@@ -117,9 +126,29 @@ class OpenAIBatchSensor(BatchWaitMixin, BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         # One decision across pokes: one 503 must not end a day-long wait, a permanent error (401, 404) must
         # end it at once and without retry, as in deferrable mode (a retry would only meet the same 404).
+        # In reschedule mode every poke runs in a fresh process, so the run of failures is kept in the task
+        # instance's state store (Airflow 3.3+); without one, the failures are ridden out within the poke.
+        store = context.get("task_state_store") if self.reschedule else None
         if self._poke_decision is None:  # BaseSensorOperator keeps the time: no deadline here
-            self._poke_decision = BatchWaitDecision(self.batch_id, replace(self.wait_policy(), timeout=None))
-        step = self._poll(self._poke_decision)
+            self._poke_decision = BatchWaitDecision(
+                self.batch_id, replace(self.wait_policy(), timeout=None), consecutive_errors=_stored_errors(store)
+            )
+        decision = self._poke_decision
+        counted = decision.consecutive_errors
+        step: Step | None = None
+        try:
+            step = self._poll(decision)
+            while self.reschedule and store is None and isinstance(step, KeepWaiting) and step.batch is None:
+                self._carry_out(step)  # a tolerated failure: no state would carry its count to the next poke
+                time.sleep(self.poll_interval)
+                step = self._poll(decision)
+        finally:
+            if store is not None:  # a failure run goes on, or ends (success, or giving up: the next try starts afresh)
+                now = decision.consecutive_errors if isinstance(step, KeepWaiting) else 0
+                if now and now != counted:
+                    store.set(POLL_ERRORS_KEY, now)
+                elif not now and counted:
+                    store.delete(POLL_ERRORS_KEY)
         if isinstance(step, Finished):
             return PokeReturnValue(is_done=True, xcom_value=self.finish(context, step.batch).output_file_id)
         self._carry_out(step)

@@ -372,3 +372,93 @@ def test_first_check_honours_soft_fail_and_never_fail_like_the_trigger_path(
         assert type(info.value) is expected, (path, info.value)
         if flag and path == "first_check":  # the trigger path's wording is Airflow's, and 3.1 words it otherwise
             assert f"Skipping due to {flag} is set to True." in str(info.value)
+
+
+# -- mode="reschedule": the run of failed polls survives reschedules -----------------------------------------
+
+
+class StateStore:
+    """The task instance's state store of Airflow 3.3+ (``context["task_state_store"]``): survives reschedules."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        json.dumps(value)
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def rescheduled_poke(batch_id: str, store: StateStore | None, **kwargs: Any) -> bool | Any:
+    """One poke as a reschedule runs it: a fresh sensor object in a fresh process, only the store survives."""
+    op = sensor(batch_id, deferrable=False, mode="reschedule", max_consecutive_errors=2, **kwargs)
+    ctx = context()
+    if store is not None:
+        ctx["task_state_store"] = store
+    return op.poke(ctx)
+
+
+def test_reschedule_mode_counts_failed_polls_across_reschedules(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_connection(monkeypatch, openai_conn.base_url, max_retries=0)
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    store = StateStore()
+    assert rescheduled_poke(batch.id, store) is False  # a healthy poke stores nothing
+    assert store.values == {}
+    outage = openai_conn.faults.add(GET_BATCH, "status", status=503, times=None)
+
+    assert rescheduled_poke(batch.id, store) is False
+    assert rescheduled_poke(batch.id, store) is False
+    with pytest.raises(AirflowException, match="too many consecutive transient failures") as info:
+        rescheduled_poke(batch.id, store)
+
+    assert not isinstance(info.value, AirflowFailException)  # an outage may end: fail with retry
+    assert outage.fired == 3
+    assert store.values == {}  # the next try starts afresh
+
+
+def test_reschedule_mode_a_good_poll_ends_the_run_of_failures(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_connection(monkeypatch, openai_conn.base_url, max_retries=0)
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    store = StateStore()
+    for _ in range(3):  # 2 failures, 1 success, ...: never more than 2 in a row with a budget of 2
+        rule = openai_conn.faults.add(GET_BATCH, "status", status=503, times=2)
+        assert rescheduled_poke(batch.id, store) is False
+        assert rescheduled_poke(batch.id, store) is False
+        assert store.values != {}
+        assert rescheduled_poke(batch.id, store) is False
+        assert rule.fired == 2 and store.values == {}
+
+
+def test_reschedule_mode_without_a_state_store_rides_out_failures_within_the_poke(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Airflow 3.1 and 3.2 keep no task state across reschedules: the poke itself polls again, within the budget.
+    set_connection(monkeypatch, openai_conn.base_url, max_retries=0)
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    openai_conn.faults.add(GET_BATCH, "status", status=503, times=None)
+
+    with pytest.raises(AirflowException, match="too many consecutive transient failures"):
+        rescheduled_poke(batch.id, None)
+
+    assert openai_conn.counters[GET_BATCH] == 3
+
+
+def test_reschedule_mode_without_a_state_store_returns_once_polls_work_again(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_connection(monkeypatch, openai_conn.base_url, max_retries=0)
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    rule = openai_conn.faults.add(GET_BATCH, "status", status=503, times=2)
+
+    assert rescheduled_poke(batch.id, None) is False
+
+    assert rule.fired == 2 and openai_conn.counters[GET_BATCH] == 3
