@@ -37,7 +37,7 @@ from .state import (
     MAX_FILE_BYTES,
     ApiError,
     Store,
-    validate_expires_after,
+    validate_form_expires_after,
 )
 
 JSON = dict[str, Any]
@@ -568,14 +568,20 @@ class _Handler(BaseHTTPRequestHandler):
             for prefix in ("expires_after[", "expires_after."):
                 if name.startswith(prefix):
                     expires[name[len(prefix) :].rstrip("]")] = sink.text().strip()
-        expires_seconds = validate_expires_after(expires or None, "expires_after")
+                    break
+            else:
+                if name != "purpose":
+                    # CreateFileRequest has additionalProperties: false; the service answers 400.
+                    raise ApiError(400, f"Unrecognized request argument supplied: {name}", param=name)
+        expires_seconds = validate_form_expires_after(expires or None, "expires_after")
         rec = self.store.add_file(
             file_sink.path, filename=filename, purpose=purpose, size=file_sink.size, expires_seconds=expires_seconds
         )
         return Response.json(200, rec.to_json())
 
     def _r_create_batch(self, _ident: str | None, _query: dict[str, str]) -> Response:
-        return Response.json(200, self.store.create_batch(self._json_body()))
+        azure = urlsplit(self.path).path.startswith("/openai/")
+        return Response.json(200, self.store.create_batch(self._json_body(), azure=azure))
 
     def _r_get_batch(self, ident: str | None, _query: dict[str, str]) -> Response:
         return Response.json(200, self.store.get_batch(str(ident)))

@@ -277,8 +277,10 @@ class Store:
         return {
             "object": "list",
             "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
+            # Strings even for an empty page: the specification types them as strings (and ListFilesResponse
+            # requires them); never null.
+            "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "",
             "has_more": has_more,
         }
 
@@ -301,7 +303,9 @@ class Store:
         return file_id
 
     # ------------------------------------------------------------------ batches
-    def create_batch(self, body: Any, *, counted: bool = True) -> JSON:
+    def create_batch(self, body: Any, *, counted: bool = True, azure: bool = False) -> JSON:
+        """Create a batch as the service does; ``azure``: the request came through the Azure layout, whose
+        endpoints may also be written without ``/v1`` (OpenAI answers those with a 400)."""
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         allowed = {"input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after"}
@@ -321,7 +325,7 @@ class Store:
                     code="invalid_type",
                 )
         endpoint: str = body["endpoint"]
-        if normalize_endpoint(endpoint) not in BATCH_ENDPOINTS:
+        if (normalize_endpoint(endpoint) if azure else endpoint) not in BATCH_ENDPOINTS:
             raise ApiError(
                 400,
                 f"Invalid value: '{endpoint}'. Supported values are: "
@@ -777,8 +781,12 @@ def _validate_metadata(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
-def _validate_expires_after(value: Any, param: str) -> int | None:
-    """Validate ``{"anchor": "created_at", "seconds": 3600..2592000}``; return the seconds."""
+def _validate_expires_after(value: Any, param: str, *, form: bool = False) -> int | None:
+    """Validate ``{"anchor": "created_at", "seconds": 3600..2592000}``; return the seconds.
+
+    ``form``: the values came as multipart form fields, which are always text; in JSON, ``seconds`` must be
+    a number (the service answers a string with a 400).
+    """
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -807,7 +815,7 @@ def _validate_expires_after(value: Any, param: str) -> int | None:
             code="invalid_value",
         )
     seconds = value["seconds"]
-    if isinstance(seconds, str) and seconds.strip().lstrip("-").isdigit():
+    if form and isinstance(seconds, str) and seconds.strip().lstrip("-").isdigit():
         seconds = int(seconds)
     if isinstance(seconds, bool) or not isinstance(seconds, int):
         raise ApiError(
@@ -827,5 +835,6 @@ def _validate_expires_after(value: Any, param: str) -> int | None:
     return seconds
 
 
-def validate_expires_after(value: Any, param: str) -> int | None:
-    return _validate_expires_after(value, param)
+def validate_form_expires_after(value: Any, param: str) -> int | None:
+    """:func:`_validate_expires_after` for multipart form fields (text values)."""
+    return _validate_expires_after(value, param, form=True)

@@ -201,7 +201,7 @@ def test_list_files_order_purpose_pagination() -> None:
         p3 = s.get(url, params={"limit": 2, "after": p2["last_id"]}).json()
         assert [f["id"] for f in p3["data"]] == [ids[0]] and p3["has_more"] is False
         empty = s.get(url, params={"purpose": "evals"}).json()
-        assert empty == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+        assert empty == {"object": "list", "data": [], "first_id": "", "last_id": "", "has_more": False}
         for bad in ("0", "10001", "x"):
             assert assert_error(s.get(url, params={"limit": bad}), 400)["param"] == "limit"
         assert s.get(url, params={"limit": "10000"}).status_code == 200
