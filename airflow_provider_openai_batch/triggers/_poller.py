@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from airflow_provider_openai_batch.exceptions import (
@@ -49,16 +49,31 @@ WAKE_SLICE = 100
 class BatchPoller:
     """Learns the statuses of the batches waited on through one connection, once per ``interval``.
 
-    :param hook: the connection's shared hook (its async client is the connection's pool).
+    :param conn_id: the connection's id (for logs).
+    :param max_retries: the hook's retries per request (part of the poller's key).
     :param interval: seconds between rounds; every waiting trigger gets a status each round.
-    :param mode: ``auto``, ``list`` or ``retrieve`` (the connection's ``status_polling`` extra).
     :param concurrency: requests in flight at once, at most (the pool's size).
+    :param connect: called before every round: the hook to send with (the connection's shared client) and the
+        connection's ``status_polling`` mode (``auto``, ``list`` or ``retrieve``), as the connection is now.
     """
 
-    def __init__(self, *, hook: OpenAIBatchHook, interval: float, mode: str, concurrency: int) -> None:
-        self.hook = hook
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        max_retries: int,
+        interval: float,
+        concurrency: int,
+        connect: Callable[[], Awaitable[tuple[OpenAIBatchHook, str]]],
+    ) -> None:
+        self.conn_id = conn_id
+        self.max_retries = max_retries
         self.interval = interval
-        self.mode = mode
+        #: called once the last subscriber left (releases the connection's client).
+        self.on_idle: Callable[[], None] | None = None
+        self.mode = "auto"
+        self._connect = connect
+        self._hook: OpenAIBatchHook | None = None
         self._limit = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._subscribers: collections.Counter[str] = collections.Counter()
@@ -72,6 +87,12 @@ class BatchPoller:
         self._task: asyncio.Task[None] | None = None
         #: requests sent, by kind (for logs, tests and benchmarks).
         self.requests: collections.Counter[str] = collections.Counter()
+
+    @property
+    def hook(self) -> OpenAIBatchHook:
+        if self._hook is None:
+            raise RuntimeError("the poller has not connected yet")
+        return self._hook
 
     # -- subscriptions -----------------------------------------------------------------------------
 
@@ -101,7 +122,7 @@ class BatchPoller:
         future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(batch_id, []).append(future)
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"openai-batch-poller-{self.hook.conn_id}")
+            self._task = asyncio.create_task(self._run(), name=f"openai-batch-poller-{self.conn_id}")
         return await future
 
     # -- rounds ------------------------------------------------------------------------------------
@@ -109,18 +130,34 @@ class BatchPoller:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_round = loop.time() + self.interval
+        failure = await self._reconnect()  # set up before the first round is due
+        first = True
         while not self.idle:
             await asyncio.sleep(max(0.0, next_round - loop.time()))
             started = loop.time()
             due = [batch_id for batch_id, futures in self._waiting.items() if futures]
             if due:
-                try:
-                    await self._round(due)
-                except Exception as exc:  # never leave a trigger waiting on a round that broke
-                    log.exception("A status round for %d batch(es) failed", len(due))
-                    await self._fail(due, exc)
+                if not first:
+                    failure = await self._reconnect()
+                first = False
+                if failure is not None:  # the connection's own failure (lookup, settings) reaches its triggers
+                    await self._fail(due, failure)
+                else:
+                    try:
+                        await self._round(due)
+                    except Exception as exc:  # never leave a trigger waiting on a round that broke
+                        log.exception("A status round for %d batch(es) failed", len(due))
+                        await self._fail(due, exc)
             # One interval after the round started; a round that overran is followed at once.
             next_round = max(started + self.interval, loop.time())
+
+    async def _reconnect(self) -> BaseException | None:
+        """Look the connection up again (its settings may have changed); the failure, if any."""
+        try:
+            self._hook, self.mode = await self._connect()
+        except Exception as exc:
+            return exc
+        return None
 
     async def _round(self, due: list[str]) -> None:
         todo = set(due)
@@ -137,12 +174,12 @@ class BatchPoller:
                     log.warning(
                         "Connection %r does not serve a usable GET /batches (%s); its triggers ask for each batch "
                         "with GET /batches/{id} instead",
-                        self.hook.conn_id,
+                        self.conn_id,
                         exc,
                     )
         await self._retrieve_each(todo)
         log.debug(
-            "Learned the status of %d batch(es) on %r; requests so far: %s", len(due), self.hook.conn_id, self.requests
+            "Learned the status of %d batch(es) on %r; requests so far: %s", len(due), self.conn_id, self.requests
         )
 
     async def _list(self, todo: set[str]) -> None:
@@ -176,7 +213,7 @@ class BatchPoller:
         wanted = targets[cursor]
         while True:
             page = await self._page(cursor)
-            found = self._hand_over_page(page, cursor, todo)
+            found, ours = self._hand_over_page(page, cursor, todo)
             await asyncio.sleep(0)  # let the woken triggers run before the next page is parsed
             wanted -= found
             last = page.data[-1] if page.data else None
@@ -189,8 +226,8 @@ class BatchPoller:
                 and (self._created.get(batch_id) is None or self._created[batch_id] <= (last.created_at or 0))
             }
             unknown_position = [b for b in further if b not in self._created]
-            if unknown_position and len(found) < 2:
-                # Looking for batches never seen before: go on only while the pages keep finding them.
+            if unknown_position and ours < 2:
+                # Looking for batches never seen before: go on only while the pages keep finding waited-on ones.
                 further -= set(unknown_position)
             self._unlisted.update(wanted - further)
             if (
@@ -212,16 +249,24 @@ class BatchPoller:
             self.requests["list"] += 1
             return await self.hook.alist_batches(after=cursor or None, limit=PAGE_SIZE)
 
-    def _hand_over_page(self, page: BatchPage, cursor: str, todo: set[str]) -> set[str]:
+    def _hand_over_page(self, page: BatchPage, cursor: str, todo: set[str]) -> tuple[set[str], int]:
+        """Hand this round's batches on the page over; return them, and how many waited-on batches it holds
+        (also those whose triggers joined after the round began: where they are is learned for the next)."""
         found = set()
+        ours = 0
         for batch in page.data:
+            if batch.id not in self._subscribers:
+                continue
+            ours += 1
+            self._page_of[batch.id] = cursor
+            self._unlisted.discard(batch.id)
+            if batch.created_at is not None:
+                self._created[batch.id] = batch.created_at
             if batch.id in todo:
                 todo.discard(batch.id)
-                self._page_of[batch.id] = cursor
-                self._unlisted.discard(batch.id)
                 self._deliver(batch.id, batch)
                 found.add(batch.id)
-        return found
+        return found, ours
 
     async def _retrieve_each(self, todo: set[str]) -> None:
         if not todo:

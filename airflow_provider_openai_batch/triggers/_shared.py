@@ -22,11 +22,12 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from airflow_provider_openai_batch.triggers._poller import BatchPoller
+
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
     from airflow_provider_openai_batch.models import Batch
-    from airflow_provider_openai_batch.triggers._poller import BatchPoller
 
 __all__ = ["Subscription", "subscribe", "warm_up"]
 
@@ -57,7 +58,6 @@ def _load() -> None:
 
     from airflow_provider_openai_batch.hooks import openai_batch  # noqa: F401
     from airflow_provider_openai_batch.hooks._transport import tls_context
-    from airflow_provider_openai_batch.triggers import _poller  # noqa: F401
 
     tls_context(True)  # loading the CA bundle takes 20-90 ms
     for name in _LOOKUP_MODULES:
@@ -101,53 +101,48 @@ class _Client:
 
 
 class _Registry:
-    """The clients, pollers and in-flight connection lookups of one event loop."""
+    """The clients and pollers of one event loop."""
 
     def __init__(self) -> None:
-        self.lookups: dict[tuple[str, int], asyncio.Future[ConnectionSettings]] = {}
         self.clients: dict[ConnectionSettings, _Client] = {}
-        self.pollers: dict[tuple[ConnectionSettings, float], BatchPoller] = {}
+        self.pollers: dict[tuple[str, int, float], BatchPoller] = {}
         self.closing: set[asyncio.Task[None]] = set()
 
-    async def settings(self, conn_id: str, max_retries: int) -> ConnectionSettings:
-        """The connection's settings; triggers starting together share one lookup."""
-        key = (conn_id, max_retries)
-        pending = self.lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(_lookup(conn_id, max_retries))
-            self.lookups[key] = pending
-            pending.add_done_callback(lambda _: self.lookups.pop(key, None))
-        return await asyncio.shield(pending)  # a cancelled trigger does not cancel the others' lookup
-
-    def poller(self, settings: ConnectionSettings, interval: float) -> BatchPoller:
-        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-        from airflow_provider_openai_batch.triggers._poller import BatchPoller
-
-        poller = self.pollers.get((settings, interval))
+    def poller(self, conn_id: str, max_retries: int, interval: float) -> BatchPoller:
+        key = (conn_id, max_retries, interval)
+        poller = self.pollers.get(key)
         if poller is None:
-            client = self.clients.get(settings)
-            if client is None:
-                # Keep idle connections past the next round: httpx would close them after 5 s, and every round at
-                # the default 60 s interval would open new TCP connections (and TLS handshakes).
-                hook = OpenAIBatchHook(
-                    settings.conn_id,
-                    max_retries=settings.max_retries,
-                    keepalive_expiry=interval * 1.1 + 30,
-                    max_connections=POOL_SIZE,
-                )
-                hook._async_settings = settings  # exactly the settings this client is keyed by
-                client = self.clients[settings] = _Client(hook)
-            client.users += 1
+            connection = _Connection(self, conn_id, max_retries, interval)
             poller = BatchPoller(
-                hook=client.hook, interval=interval, mode=settings.status_polling, concurrency=POOL_SIZE
+                conn_id=conn_id,
+                max_retries=max_retries,
+                interval=interval,
+                concurrency=POOL_SIZE,
+                connect=connection.connect,
             )
-            self.pollers[(settings, interval)] = poller
+            poller.on_idle = connection.close
+            self.pollers[key] = poller
         return poller
 
-    def release(self, settings: ConnectionSettings, interval: float, poller: BatchPoller) -> None:
-        if not poller.idle or self.pollers.get((settings, interval)) is not poller:
-            return
-        del self.pollers[(settings, interval)]
+    def acquire(self, settings: ConnectionSettings, interval: float) -> OpenAIBatchHook:
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+        client = self.clients.get(settings)
+        if client is None:
+            # Keep idle connections past the next round: httpx would close them after 5 s, and every round at
+            # the default 60 s interval would open new TCP connections (and TLS handshakes).
+            hook = OpenAIBatchHook(
+                settings.conn_id,
+                max_retries=settings.max_retries,
+                keepalive_expiry=interval * 1.1 + 30,
+                max_connections=POOL_SIZE,
+            )
+            hook._async_settings = settings  # exactly the settings this client is keyed by
+            client = self.clients[settings] = _Client(hook)
+        client.users += 1
+        return client.hook
+
+    def release(self, settings: ConnectionSettings) -> None:
         client = self.clients[settings]
         client.users -= 1
         if client.users == 0:
@@ -156,6 +151,44 @@ class _Registry:
             task = asyncio.ensure_future(client.hook.aclose())
             self.closing.add(task)
             task.add_done_callback(self.closing.discard)
+
+    def forget(self, poller: BatchPoller) -> None:
+        key = (poller.conn_id, poller.max_retries, poller.interval)
+        if poller.idle and self.pollers.get(key) is poller:
+            del self.pollers[key]
+            if poller.on_idle is not None:
+                poller.on_idle()
+
+
+class _Connection:
+    """A poller's view of its connection: looked up again before every round; the client follows the settings."""
+
+    __slots__ = ("conn_id", "interval", "max_retries", "registry", "settings")
+
+    def __init__(self, registry: _Registry, conn_id: str, max_retries: int, interval: float) -> None:
+        self.registry = registry
+        self.conn_id = conn_id
+        self.max_retries = max_retries
+        self.interval = interval
+        self.settings: ConnectionSettings | None = None
+
+    async def connect(self) -> tuple[OpenAIBatchHook, str]:
+        from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+
+        await warm_up()
+        settings = await OpenAIBatchHook(self.conn_id, max_retries=self.max_retries).aget_settings()
+        if settings != self.settings:  # first round, or the connection changed: its own client
+            hook = self.registry.acquire(settings, self.interval)
+            self.close()
+            self.settings = settings
+        else:
+            hook = self.registry.clients[settings].hook
+        return hook, settings.status_polling
+
+    def close(self) -> None:
+        if self.settings is not None:
+            self.registry.release(self.settings)
+            self.settings = None
 
 
 _registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Registry] = weakref.WeakKeyDictionary()
@@ -169,49 +202,36 @@ def _registry() -> _Registry:
     return registry
 
 
-async def _lookup(conn_id: str, max_retries: int) -> ConnectionSettings:
-    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-
-    return await OpenAIBatchHook(conn_id, max_retries=max_retries).aget_settings()
-
-
 class Subscription:
     """One trigger's place in its connection's poller: :meth:`next` gives the batch each round.
 
-    :param settings: the connection's settings (the key of its client and poller).
     :param poller: the poller of the connection and the trigger's poll interval.
     :param batch_id: the batch waited on.
     """
 
-    __slots__ = ("batch_id", "interval", "poller", "settings")
+    __slots__ = ("batch_id", "poller")
 
-    def __init__(self, *, settings: ConnectionSettings, poller: BatchPoller, interval: float, batch_id: str) -> None:
-        self.settings = settings
+    def __init__(self, *, poller: BatchPoller, batch_id: str) -> None:
         self.poller = poller
-        self.interval = interval
         self.batch_id = batch_id
 
     async def next(self) -> Batch:
         """The batch as the next round reports it (at most one poll interval from now).
 
-        :raises Exception: the error of the request that should have reported it.
+        :raises Exception: the error of the request that should have reported it, or of the connection's
+            lookup (a missing or invalid connection).
         """
         return await self.poller.next_status(self.batch_id)
 
     def close(self) -> None:
         """Leave the poller; the last trigger of a connection closes its client."""
         self.poller.unsubscribe(self.batch_id)
-        _registry().release(self.settings, self.interval, self.poller)
+        _registry().forget(self.poller)
 
 
-async def subscribe(conn_id: str, batch_id: str, *, poll_interval: float, max_retries: int) -> Subscription:
-    """Join the poller of ``conn_id`` for ``batch_id``, creating the connection's client on first use.
-
-    :raises Exception: when the connection cannot be looked up or is invalid.
-    """
-    await warm_up()
-    registry = _registry()
-    settings = await registry.settings(conn_id, max_retries)
-    poller = registry.poller(settings, poll_interval)
+def subscribe(conn_id: str, batch_id: str, *, poll_interval: float, max_retries: int) -> Subscription:
+    """Join the poller of ``conn_id`` for ``batch_id``. Nothing is awaited here: the poller looks the connection
+    up and opens its client itself, so triggers that start together never wake up together."""
+    poller = _registry().poller(conn_id, max_retries, poll_interval)
     poller.subscribe(batch_id)
-    return Subscription(settings=settings, poller=poller, interval=poll_interval, batch_id=batch_id)
+    return Subscription(poller=poller, batch_id=batch_id)

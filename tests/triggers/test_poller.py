@@ -59,7 +59,7 @@ async def one_round(subs: list[Subscription]) -> list[Any]:
 async def open_subs(
     batch_ids: list[str], conn_id: str = "openai_default", interval: float = POLL
 ) -> list[Subscription]:
-    return [await subscribe(conn_id, b, poll_interval=interval, max_retries=0) for b in batch_ids]
+    return [subscribe(conn_id, b, poll_interval=interval, max_retries=0) for b in batch_ids]
 
 
 def close_all(subs: list[Subscription]) -> None:
@@ -284,9 +284,8 @@ async def test_triggers_after_the_last_one_ended_get_a_new_client(held: Emulator
     registry = _shared._registry()
     for round_ in range(2):
         subs = await open_subs(ids)
-        hook = subs[0].poller.hook
         await one_round(subs)
-        client = hook._async_client
+        client = subs[0].poller.hook._async_client
         assert client is not None and not client.is_closed
         close_all(subs)
         await asyncio.gather(*registry.closing)
