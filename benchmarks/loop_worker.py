@@ -4,9 +4,15 @@
 
 Each trigger's ``run()`` generator is consumed concurrently in one loop, beside a ticker coroutine that
 sleeps 10 ms and records how late it wakes (the loop lag every other trigger in the triggerer would
-suffer). Prints one JSON object: wall time until every trigger fired, lag samples summary, CPU seconds,
-events by status. A watchdog thread ends a run that passes ``--deadline`` (a loop blocked by synchronous
-I/O cannot end itself) and reports what it saw so far, with the stall in progress counted as lag.
+suffer). Triggers are started as Airflow's triggerer starts them: one task each, one per loop iteration,
+in a fresh process with nothing warmed up (cold start included). Writes one JSON object: wall time until
+every trigger fired, lag samples summary, CPU seconds, events by status and when each fired. A watchdog
+thread ends a run that passes ``--deadline`` (a loop blocked by synchronous I/O cannot end itself) and
+reports what it saw so far, with the stall in progress counted as lag.
+
+``--memory S`` measures instead: the traced Python memory and the objects the N triggers hold once they
+have waited ``S`` seconds (past their first poll), per trigger; the modules they use are imported first,
+so that one-off imports are not counted as the triggers' memory.
 """
 
 from __future__ import annotations
@@ -28,13 +34,8 @@ TICK = 0.010
 
 def make_triggers(impl: str, n: int, poll_interval: float, shards: int = 0) -> list[Any]:
     if impl == OURS:
-        # What the first run() would import inside the loop: imported here, as in a triggerer that has
-        # already run one such trigger (the one-off import is measured in section 4). The official
-        # trigger module imports its hook and the openai SDK at the top, so the same holds for both.
-        import httpx  # noqa: F401
-
-        import airflow_provider_openai_batch.hooks.openai_batch  # noqa: F401
-
+        # Only what the triggerer imports itself: the trigger's module. What the first run() needs is loaded
+        # by the triggers (off the loop), inside the measured run.
         if shards:  # N jobs of ``shards`` batches each: one job trigger per job, as the job operator defers
             from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 
@@ -72,6 +73,7 @@ class Run:
         self.lags: list[float] = []
         self.last_wake = time.monotonic()
         self.events: Counter[str] = Counter()
+        self.event_at: dict[str, float] = {}
         self.done = 0
         self.started = time.monotonic()
         self.cpu_started = time.process_time()
@@ -93,6 +95,7 @@ class Run:
             "lag_p99": percentile([*lags, stall] if timed_out else lags, 99) if lags or stall else 0.0,
             "lag_samples": len(lags),
             "events": dict(self.events),
+            "event_at": self.event_at,
         }
 
     def emit(self, *, timed_out: bool) -> None:
@@ -117,8 +120,50 @@ async def consume(trigger: Any, run: Run) -> None:
     async for event in trigger.run():
         payload = event.payload if isinstance(event.payload, dict) else {}
         run.events[str(payload.get("status"))] += 1
+        run.event_at[str(payload.get("batch_id") or getattr(trigger, "batch_id", ""))] = time.monotonic()
         break
     run.done += 1
+
+
+async def start(triggers: list[Any], run: Run) -> list[asyncio.Task[None]]:
+    """Start the triggers as Airflow's triggerer does: one task each, yielding to the loop after each."""
+    tasks = []
+    for trigger in triggers:
+        tasks.append(asyncio.create_task(consume(trigger, run)))
+        await asyncio.sleep(0)
+    return tasks
+
+
+async def measure_memory(impl: str, triggers: list[Any], settle: float, out: str) -> None:
+    """Traced bytes and gc-tracked objects per waiting trigger, after ``settle`` seconds of waiting."""
+    import gc
+    import tracemalloc
+
+    if impl == OURS:  # what the triggers import and build once per process: not per-trigger memory
+        from airflow_provider_openai_batch.triggers import _shared
+
+        await _shared.warm_up()
+    gc.collect()
+    objects_before = len(gc.get_objects())
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    run = Run(len(triggers), out)
+    tasks = await start(triggers, run)
+    await asyncio.sleep(settle)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    objects_after = len(gc.get_objects())
+    waiting = sum(1 for task in tasks if not task.done())
+    write_result(
+        out,
+        {
+            "n": len(triggers),
+            "waiting": waiting,
+            "bytes_per_trigger": (after - before) / len(triggers),
+            "objects_per_trigger": (objects_after - objects_before) / len(triggers),
+        },
+    )
+    os._exit(0)
 
 
 async def main_async(
@@ -138,7 +183,7 @@ async def main_async(
     await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
     run.started = time.monotonic()
     run.cpu_started = time.process_time()
-    await asyncio.gather(*(consume(trigger, run) for trigger in triggers))
+    await asyncio.gather(*await start(triggers, run))
     run.finished_at = time.monotonic()
     stop.set()
     await tick
@@ -154,11 +199,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-ticker", action="store_true", help="no lag ticker (for CPU per poll)")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() the start-up heap before the run")
     parser.add_argument("--shards", type=int, default=0, help="N job triggers of this many batches each (ours)")
+    parser.add_argument("--memory", type=float, help="measure memory per trigger after this many seconds instead")
     parser.add_argument("--out", required=True, help="where the JSON result is written")
     parser.add_argument("--profile", help="write cProfile stats of the run to this file (diagnosis only)")
     args = parser.parse_args(argv)
     raise_fd_limit()
     triggers = make_triggers(args.impl, args.n, args.poll_interval, args.shards)
+    if args.memory is not None:
+        asyncio.run(measure_memory(args.impl, triggers, args.memory, args.out))
     warmup = None
     if args.warmup:
         warmup = make_triggers(args.impl, 1, args.poll_interval)[0]

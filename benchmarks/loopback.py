@@ -1,16 +1,20 @@
-"""A minimal asyncio loopback server for the polling benchmarks: ``GET /v1/batches/{id}`` only.
+"""A minimal asyncio loopback server for the polling benchmarks: ``GET /v1/batches/{id}`` and ``GET /v1/batches``.
 
 One process, one event loop, no thread per connection: 1,000 kept-alive connections cost it 1,000
 small coroutines, so it is never what limits the trigger figures. It speaks just enough HTTP/1.1 for
 ``httpx`` (used by both providers): request line, headers, ``Content-Length`` bodies, keep-alive.
 
-Behaviour, set with ``POST /_bench/reset?latency=S&complete_after=S&complete_after_polls=N``:
+Behaviour, set with ``POST /_bench/reset?latency=S&complete_after=S&complete_after_polls=N&population=N&others=K``:
 
 - every ``GET /v1/batches/{id}`` waits ``latency`` seconds (``asyncio.sleep``) and then answers a batch
-  that is ``in_progress`` until ``complete_after`` seconds after that batch id was first polled (or until
+  that is ``in_progress`` until ``complete_after`` seconds after that batch id was first reported (or until
   its ``complete_after_polls``-th poll), then ``completed``;
-- ``GET /_bench/stats`` answers the counters since the last reset: TCP connections accepted, polls,
-  and the arrival time (server monotonic clock, relative to the reset) of every poll.
+- ``GET /v1/batches?limit=L&after=ID`` (same latency) lists, newest first, the ``population`` batches
+  ``batch_bench_{N-1}`` ... ``batch_bench_0`` created one second apart, below ``others`` newer batches that nobody
+  waits on; a listed batch counts as reported;
+- ``GET /_bench/stats`` answers the counters since the last reset: TCP connections accepted, requests (polls),
+  the arrival time (server monotonic clock, relative to the reset) of every request, list requests, and
+  ``done_at``: when each batch turned ``completed`` (``time.monotonic()`` of this machine).
 
 Control requests and polls of batch ids starting with ``warmup`` (which complete at once) are not
 counted. Run: ``python -m benchmarks.loopback --port 0``; the first stdout line
@@ -46,6 +50,15 @@ class State:
         self.poll_times: list[float] = []
         self.first_seen: dict[str, float] = {}
         self.poll_counts: dict[str, int] = {}
+        self.lists = 0
+        population = int(params.get("population", 0))
+        others = int(params.get("others", 0))
+        # Newest first, as GET /v1/batches lists them.
+        self.listing = [f"batch_other_{j}" for j in reversed(range(others))] + [
+            f"batch_bench_{i}" for i in reversed(range(population))
+        ]
+        self.position = {batch_id: index for index, batch_id in enumerate(self.listing)}
+        self.created = int(time.time())
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -53,14 +66,27 @@ class State:
             "polls": self.polls,
             "poll_times": self.poll_times,
             "batches": len(self.first_seen),
+            "lists": self.lists,
+            "done_at": {batch_id: first + self.complete_after for batch_id, first in self.first_seen.items()},
         }
 
-    def batch(self, batch_id: str) -> dict[str, Any]:
+    def page(self, after: str | None, limit: int) -> dict[str, Any]:
+        start = self.position[after] + 1 if after in self.position else 0
+        ids = self.listing[start : start + limit]
+        data = [self.batch(batch_id, polled=False) for batch_id in ids]
+        has_more = start + limit < len(self.listing)
+        return {"object": "list", "data": data, "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None, "has_more": has_more}  # fmt: skip
+
+    def batch(self, batch_id: str, *, polled: bool = True) -> dict[str, Any]:
         now = time.monotonic()
         first = self.first_seen.setdefault(batch_id, now)
-        count = self.poll_counts[batch_id] = self.poll_counts.get(batch_id, 0) + 1
-        done = count >= self.complete_after_polls if self.complete_after_polls else now - first >= self.complete_after
-        created = int(time.time() - (now - first))
+        count = self.poll_counts.get(batch_id, 0) + polled
+        self.poll_counts[batch_id] = count
+        by_polls = self.complete_after_polls
+        done = count >= by_polls if by_polls else now - first >= self.complete_after
+        position = self.position.get(batch_id)
+        created = self.created - position if position is not None else int(time.time() - (now - first))
         return {
             "id": batch_id,
             "object": "batch",
@@ -136,6 +162,17 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 batch = STATE.batch(path.rsplit("/", 1)[1])
                 batch["status"] = "completed"
                 writer.write(_response(200, batch))
+            elif method == "GET" and path == "/v1/batches":
+                if not counted:
+                    counted = True
+                    STATE.connections += 1
+                STATE.polls += 1
+                STATE.lists += 1
+                STATE.poll_times.append(time.monotonic() - STATE.t0)
+                if STATE.latency:
+                    await asyncio.sleep(STATE.latency)
+                query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                writer.write(_response(200, STATE.page(query.get("after"), int(query.get("limit", "20")))))
             elif method == "GET" and path.startswith("/v1/batches/"):
                 if not counted:
                     counted = True
