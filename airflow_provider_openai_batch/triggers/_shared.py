@@ -229,9 +229,9 @@ class Subscription:
         _registry().forget(self.poller)
 
 
-def subscribe(conn_id: str, batch_id: str, *, poll_interval: float, max_retries: int) -> Subscription:
-    """Join the poller of ``conn_id`` for ``batch_id``. Nothing is awaited here: the poller looks the connection
-    up and opens its client itself, so triggers that start together never wake up together."""
+async def subscribe(conn_id: str, batch_id: str, *, poll_interval: float, max_retries: int) -> Subscription:
+    """Join the poller of ``conn_id`` for ``batch_id``. Returns without suspending: the poller looks the
+    connection up and opens its client itself, so triggers that start together never wake up together."""
     poller = _registry().poller(conn_id, max_retries, poll_interval)
     poller.subscribe(batch_id)
     return Subscription(poller=poller, batch_id=batch_id)

@@ -59,7 +59,7 @@ async def one_round(subs: list[Subscription]) -> list[Any]:
 async def open_subs(
     batch_ids: list[str], conn_id: str = "openai_default", interval: float = POLL
 ) -> list[Subscription]:
-    return [subscribe(conn_id, b, poll_interval=interval, max_retries=0) for b in batch_ids]
+    return [await subscribe(conn_id, b, poll_interval=interval, max_retries=0) for b in batch_ids]
 
 
 def close_all(subs: list[Subscription]) -> None:
