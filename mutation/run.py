@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")))
     parser.add_argument("--list", action="store_true", help="count the mutants, run nothing")
     parser.add_argument(
-        "--survivors", action="store_true", help="re-run only the last run's survivors (quick check of new tests)"
+        "--survivors",
+        action="store_true",
+        help="keep the last run's kills and run only the other mutants (after adding tests; not after removing any)",
     )
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -375,12 +377,14 @@ def main(argv: list[str] | None = None) -> int:
 
     pending = [m for mod in modules for m in mod.mutants if m.status == "pending"]
     if args.survivors:
+        # Incremental: a mutant the last run killed stays killed (tests were only added since); the rest runs.
         files = [WORK / f"results-{mod.name}.json" for mod in modules]
         last = [r for f in files if f.exists() for r in json.loads(f.read_text())]
-        again = {(r["path"], r["operator"], r["code"], r["mutant"]) for r in last if r["status"] == "survived"}
-        for mod in modules:
-            mod.mutants = [m for m in mod.mutants if m.key in again]
-        pending = [m for mod in modules for m in mod.mutants if m.status == "pending"]
+        killed = {(r["path"], r["operator"], r["code"], r["mutant"]): r["status"] for r in last}
+        for m in pending:
+            if killed.get(m.key) in ("killed", "timeout"):
+                m.status = killed[m.key]
+        pending = [m for m in pending if m.status == "pending"]
     started = time.monotonic()
     run_all({mod.name: mod for mod in modules}, pending, max(1, args.jobs))
     stale = apply_allow_list(modules)
@@ -392,8 +396,6 @@ def main(argv: list[str] | None = None) -> int:
         text += "".join(f"\n  {e['path']}: {e['code']}  ->  {e['mutant']}" for e in stale)
     print("\n" + text)
     (WORK / "report.txt").write_text(text + "\n", encoding="utf-8")
-    if args.survivors:
-        return 0 if ok else 1  # keep the full run's results
     for mod in modules:
         (WORK / f"results-{mod.name}.json").write_text(json.dumps([asdict(m) for m in mod.mutants], indent=1))
     return 0 if ok else 1

@@ -151,3 +151,43 @@ def test_validation_memory_is_constant(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert summary.requests == 40_000 and summary.bytes == size
     assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_path_that_cannot_be_looked_at_is_unreadable(tmp_path: Path) -> None:
+    # Tests run as root, where a chmod 000 file stays readable: a path through a regular file fails for
+    # everyone (ENOTDIR), which takes the same branch as a permission error on stat.
+    blocker = tmp_path / "input.jsonl"
+    blocker.write_bytes(lines(*good(1)))
+    with pytest.raises(BatchInputError) as info:
+        validate_batch_input(blocker / "inner.jsonl")
+    assert problems(info.value) == [(None, "unreadable_file")]
+    assert "cannot read" in str(info.value) and "Not a directory" in str(info.value)
+
+
+def test_file_that_cannot_be_opened_is_unreadable(tmp_path: Path) -> None:
+    # A UNIX socket exists and is not a directory, yet open() fails for root too (ENXIO): the open branch.
+    import socket
+
+    path = tmp_path / "input.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+        with pytest.raises(BatchInputError) as info:
+            validate_batch_input(path)
+    finally:
+        server.close()
+    assert problems(info.value) == [(None, "unreadable_file")]
+    assert f"cannot read {path}" in str(info.value)
+
+
+def test_text_stream_is_checked_as_the_utf8_it_will_be_uploaded_as() -> None:
+    content = lines(*good(2), line("req-x").replace(b"req-x", "req-café".encode()))
+    text = content.decode("utf-8")
+    summary = validate_batch_input(io.StringIO(text), endpoint="/v1/chat/completions")
+    assert (summary.requests, summary.bytes) == (3, len(content))
+    assert len(content) > len(text)  # counted in bytes, not characters
+    assert summary.sha256 == hashlib.sha256(content).hexdigest()
+    with pytest.raises(BatchInputError) as info:
+        validate_batch_input(io.StringIO(text + "{\n"))
+    assert problems(info.value) == [(4, "invalid_json")]
+    assert info.value.source == "<StringIO>"

@@ -94,6 +94,24 @@ class TestConnectionSettings:
         assert s.base_url == expected
         assert s.url("/batches") == expected + "/batches"
 
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "https://sk-pasted-key@api.openai.com/v1",  # a user name alone: an API key pasted into the URL
+            "https://:sk-pasted-key@api.openai.com/v1",  # a password alone
+            "https://user:pw@api.openai.com/v1",
+        ],
+    )
+    def test_base_url_with_credentials_is_refused(self, host: str) -> None:
+        with pytest.raises(InvalidConnectionError, match="must not embed credentials") as info:
+            ConnectionSettings.from_connection_fields("c", host=host, password=KEY, extra={})
+        assert "sk-pasted-key" not in str(info.value)
+
+    @pytest.mark.parametrize("host", ["https://api.openai.com/v1?api-version=1", "https://api.openai.com/v1#x"])
+    def test_base_url_with_query_or_fragment_is_refused(self, host: str) -> None:
+        with pytest.raises(InvalidConnectionError, match="must not carry a query or fragment"):
+            ConnectionSettings.from_connection_fields("c", host=host, password=KEY, extra={})
+
 
 class TestRetryState:
     def test_status_retries_are_bounded(self) -> None:
