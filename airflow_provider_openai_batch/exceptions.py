@@ -16,6 +16,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchInputError",
+    "CapacityError",
     "ConflictError",
     "InputProblem",
     "InvalidConnectionError",
@@ -156,6 +157,14 @@ class QuotaExceededError(RateLimitError):
     """HTTP 429 ``insufficient_quota``: waiting does not help; the account needs credit or a higher limit."""
 
     retryable = False
+
+
+class CapacityError(OpenAIBatchAPIError):
+    """The organization's queue for the model is full (enqueued tokens or batch requests): nothing wrong with the
+    input; the same create succeeds once earlier batches finish. Azure OpenAI answers a create so with HTTP 400.
+    """
+
+    retryable = True
 
 
 class ServerError(OpenAIBatchAPIError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +111,10 @@ class FileContent:
 
     def _to_path(self, path: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(8)}.part")
+        # Created as open() creates files (0666 less the umask), not 0600 as mkstemp does: the results are for
+        # the next task, which may run as another user of the same group.
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
                 written = self._copy(out)

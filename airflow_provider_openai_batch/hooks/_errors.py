@@ -14,6 +14,7 @@ from airflow_provider_openai_batch.exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    CapacityError,
     ConflictError,
     InvalidResponseError,
     NotFoundError,
@@ -51,6 +52,16 @@ def error_code(body: bytes) -> str | None:
     return opt_text(error.get("code")) if isinstance(error, Mapping) else None
 
 
+#: ``error.code`` values meaning the enqueued-work limit (tokens or requests) of the model is reached.
+CAPACITY_CODES = frozenset({"token_limit_exceeded", "request_limit_exceeded"})
+
+
+def is_capacity_limit(code: str | None, message: str) -> bool:
+    """Whether an error says the queue of batch work is full, by code or (Azure) by its message."""
+    text = message.lower()
+    return code in CAPACITY_CODES or ("enqueued" in text and "limit" in text)
+
+
 def api_error(
     request: ApiRequest,
     status: int,
@@ -80,6 +91,12 @@ def api_error(
     message = redact(message, secrets)
     if status == 408 or status >= 500:
         cls: type[OpenAIBatchAPIError] = ServerError
+    elif status in (400, 429) and is_capacity_limit(code, message):
+        cls = CapacityError
+        message += (
+            " (the organization's queue of batch work for this model is full; nothing is wrong with the input:"
+            " retry later, once earlier batches finish, or run fewer batches at once)"
+        )
     elif status == 429 and code == "insufficient_quota":
         cls = QuotaExceededError
         message += " (the account's quota is used up: add credit or raise the limit; retrying will not help)"

@@ -7,10 +7,12 @@ small chunks, and a retry rewinds it with :meth:`seek`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import BinaryIO
 
 CHUNK_SIZE = 1024 * 1024
@@ -42,6 +44,8 @@ class MultipartFileBody(io.RawIOBase):
     ) -> None:
         super().__init__()
         self.boundary = f"----airflow-openai-batch-{uuid.uuid4().hex}"
+        self.filename = filename
+        self.file_size = size
         head = io.BytesIO()
         for name, value in fields.items():
             head.write(f"--{self.boundary}\r\n".encode())
@@ -115,3 +119,32 @@ class MultipartFileBody(io.RawIOBase):
     def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
         while chunk := self.read(CHUNK_SIZE):
             yield chunk
+
+
+@contextlib.contextmanager
+def upload_body(
+    source: str | os.PathLike[str] | BinaryIO, *, purpose: str, filename: str | None, expires_after_seconds: int | None
+) -> Iterator[MultipartFileBody]:
+    """The ``POST /files`` body for ``source`` (a path, opened and closed here, or a binary file object).
+
+    :param filename: name announced to the server; defaults to the path's (or file object's) name.
+    :param expires_after_seconds: the file's expiry (``expires_after`` anchored at creation), when set.
+    """
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"Batch input file not found: {path}")
+            handle: BinaryIO = stack.enter_context(path.open("rb"))
+            name = filename or path.name
+        else:
+            handle = source
+            name = filename or Path(str(getattr(source, "name", "") or "batch_input.jsonl")).name
+        start = handle.tell()
+        size = handle.seek(0, os.SEEK_END) - start
+        handle.seek(start)
+        fields = {"purpose": purpose}
+        if expires_after_seconds is not None:
+            fields["expires_after[anchor]"] = "created_at"
+            fields["expires_after[seconds]"] = str(int(expires_after_seconds))
+        yield MultipartFileBody(fields=fields, file_field="file", filename=name, file=handle, size=size)

@@ -10,23 +10,21 @@ loops (``requests`` for the worker, ``httpx`` for the triggerer) and their one r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_openai_batch.exceptions import ConflictError
+from airflow_provider_openai_batch.exceptions import ConflictError, NotFoundError
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_openai_batch.hooks._content import FileContent
 from airflow_provider_openai_batch.hooks._create_once import CreateOnce
-from airflow_provider_openai_batch.hooks._multipart import MultipartFileBody
+from airflow_provider_openai_batch.hooks._lookup import newest_tagged, why_not_reusable
+from airflow_provider_openai_batch.hooks._multipart import upload_body
 from airflow_provider_openai_batch.hooks._request import ApiRequest
 from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
 from airflow_provider_openai_batch.hooks._transport import (
@@ -38,12 +36,11 @@ from airflow_provider_openai_batch.hooks._transport import (
 )
 from airflow_provider_openai_batch.hooks.validation import (
     IDEMPOTENCY_METADATA_KEY,
-    MAX_METADATA_PAIRS,
     check_id,
+    create_batch_body,
     path_id,
-    validate_create_args,
 )
-from airflow_provider_openai_batch.models import Batch, BatchPage, BatchStatus, DeletedFile, FileObject
+from airflow_provider_openai_batch.models import Batch, BatchPage, DeletedFile, FileObject
 
 if TYPE_CHECKING:
     import httpx
@@ -189,6 +186,8 @@ class OpenAIBatchHook(BaseHook):
         metadata: Mapping[str, str] | None = None,
         output_expires_after: Mapping[str, Any] | int | None = None,
         idempotency_key: str | None = None,
+        not_before: float | None = None,
+        look_first: bool = True,
     ) -> Batch:
         """Create a batch from an uploaded input file.
 
@@ -203,42 +202,32 @@ class OpenAIBatchHook(BaseHook):
         :param metadata: up to 16 string pairs, echoed on the batch (15 with an ``idempotency_key``).
         :param output_expires_after: seconds (or ``{"anchor", "seconds"}``) after which outputs expire.
         :param idempotency_key: a run-stable key; reuse instead of creating twice.
+        :param not_before: epoch seconds before which no batch with this key can exist: bounds the look-up
+            (see :meth:`find_batch_by_idempotency_key`).
+        :param look_first: look for a batch with this key before creating; ``False`` when the caller knows
+            there is none (a first try, or it just looked itself).
         :raises ValueError: for arguments the API would reject, before any request.
         """
-        check_id("input_file_id", input_file_id)
-        tags, expires = validate_create_args(
+        body, key = create_batch_body(
+            input_file_id=input_file_id,
             endpoint=endpoint,
             completion_window=completion_window,
             metadata=metadata,
             output_expires_after=output_expires_after,
-            tagged=idempotency_key is not None,
+            idempotency_key=idempotency_key,
         )
-        # Without a caller's key, a per-call key still lets an ambiguous failure be resolved safely.
-        key = idempotency_key
-        if key is None and len(tags) < MAX_METADATA_PAIRS:
-            key = f"call-{uuid.uuid4().hex}"
-        if key is not None:
-            tags[IDEMPOTENCY_METADATA_KEY] = key
-        body: dict[str, Any] = {
-            "input_file_id": input_file_id,
-            "endpoint": endpoint,
-            "completion_window": completion_window,
-        }
-        if tags:
-            body["metadata"] = tags
-        if expires is not None:
-            body["output_expires_after"] = expires
-        if idempotency_key is not None:
-            existing = self.find_batch_by_idempotency_key(idempotency_key)
+        if idempotency_key is not None and look_first:
+            existing = self.find_batch_by_idempotency_key(idempotency_key, not_before=not_before)
             if existing is not None:
                 log.info("Reusing batch %s created earlier for this key instead of creating another", existing.id)
                 return existing
         request = ApiRequest("POST", "/batches", json=body, idempotent=False)
+        started = time.time()
         batch = CreateOnce(
             what="batch",
             send=lambda: Batch.from_dict(self.transport.send_json(request)),
-            # After a failed attempt the batch, if it exists, is among the newest: one page, not ten, per look.
-            find=(lambda: self.find_batch_by_idempotency_key(key, max_scanned=100)) if key else None,
+            # After a failed attempt the batch, if it exists, was created since this call began.
+            find=(lambda: self.find_batch_by_idempotency_key(key, not_before=started)) if key else None,
             policy=RetryPolicy.from_settings(self.settings),
             grace=self.settings.read_timeout,
         ).run()
@@ -304,22 +293,49 @@ class OpenAIBatchHook(BaseHook):
                 return
             after = page.data[-1].id
 
-    def find_batch_by_idempotency_key(self, key: str, *, max_scanned: int = 1000) -> Batch | None:
-        """The newest batch tagged with ``key`` that is running or completed, or ``None``.
+    def find_batch_by_idempotency_key(
+        self, key: str, *, not_before: float | None = None, max_scanned: int | None = None
+    ) -> Batch | None:
+        """The newest batch tagged with ``key``, when it can be reused; ``None`` otherwise.
 
-        Failed, expired, cancelled and cancelling batches are not reused: running the task again after one
-        of those is meant to try again. The API has no metadata filter, so the newest ``max_scanned`` batches are
-        scanned (10 requests at most by default).
+        Reused: a batch still running, or completed with results that still exist. A failed, expired,
+        cancelled or cancelling batch, a completed one in which every request failed, or one whose output file
+        is gone is passed over (logged, with the reason): running the task again is meant to try again.
+
+        :param not_before: epoch seconds before which no batch with this key can have been created; pages are
+            read newest first until a batch older than that (less a clock skew allowance), so the look-up holds
+            however many batches the project creates. The operators always pass it.
+        :param max_scanned: stop after this many batches; when neither bound is given, the newest 1,000.
         """
-        for batch in self.iter_batches(max_items=max_scanned):
-            if (batch.metadata or {}).get(IDEMPOTENCY_METADATA_KEY) != key:
-                continue
-            # ``cancelling`` is not terminal, but it can only end ``cancelled``: not worth waiting on either.
-            if batch.status is BatchStatus.CANCELLING or (batch.status.is_terminal and not batch.status.is_success):
-                log.info("Batch %s carries this key but is %s; not reusing it", batch.id, batch.status.value)
-                return None
-            return batch
-        return None
+        if not_before is None and max_scanned is None:
+            max_scanned = 1000
+        batch = newest_tagged(self._batch_pages(), key, not_before=not_before, max_scanned=max_scanned)
+        if batch is None:
+            return None
+        reason = why_not_reusable(batch, self._file_if_exists)
+        if reason is not None:
+            log.info("Batch %s carries this task's key but %s; not reusing it", batch.id, reason)
+            return None
+        return batch
+
+    def _batch_pages(self) -> Iterator[list[Any]]:
+        """Pages of raw listed batches, newest first, one list call each (raw: an unknown status is no error)."""
+        after: str | None = None
+        while True:
+            payload = self.transport.send_json(_list_request(after, 100))
+            data = payload.get("data")
+            items = data if isinstance(data, list) else []
+            yield items
+            last = items[-1] if items else None
+            after = last.get("id") if isinstance(last, Mapping) else None
+            if payload.get("has_more") is False or not isinstance(after, str):
+                return
+
+    def _file_if_exists(self, file_id: str) -> FileObject | None:
+        try:
+            return self.retrieve_file(file_id)
+        except NotFoundError:
+            return None
 
     # -- files -----------------------------------------------------------------------------------------
 
@@ -342,24 +358,10 @@ class OpenAIBatchHook(BaseHook):
             for batch inputs).
         :param expires_after_seconds: optional expiry of the uploaded file.
         """
-        with contextlib.ExitStack() as stack:
-            if isinstance(source, (str, os.PathLike)):
-                path = Path(source)
-                if not path.is_file():
-                    raise FileNotFoundError(f"Batch input file not found: {path}")
-                handle: BinaryIO = stack.enter_context(path.open("rb"))
-                name = filename or path.name
-            else:
-                handle = source
-                name = filename or Path(str(getattr(source, "name", "") or "batch_input.jsonl")).name
-            start = handle.tell()
-            size = handle.seek(0, os.SEEK_END) - start
-            handle.seek(start)
-            fields = {"purpose": purpose}
-            if expires_after_seconds is not None:
-                fields["expires_after[anchor]"] = "created_at"
-                fields["expires_after[seconds]"] = str(int(expires_after_seconds))
-            body = MultipartFileBody(fields=fields, file_field="file", filename=name, file=handle, size=size)
+        with upload_body(
+            source, purpose=purpose, filename=filename, expires_after_seconds=expires_after_seconds
+        ) as body:
+            name, size = body.filename, body.file_size
             request = ApiRequest("POST", "/files", idempotent=False)
             began = int(time.time()) - 5
 
@@ -449,7 +451,8 @@ def _batch_request(batch_id: str) -> ApiRequest:
 
 
 def _cancel_request(batch_id: str) -> ApiRequest:
-    return ApiRequest("POST", f"/batches/{path_id('batch_id', batch_id)}/cancel", json={})
+    # No body, as the service documents it and the official SDK sends it.
+    return ApiRequest("POST", f"/batches/{path_id('batch_id', batch_id)}/cancel")
 
 
 def _list_request(after: str | None, limit: int) -> ApiRequest:

@@ -5,9 +5,10 @@ Everything here runs before anything is uploaded or billed, and names the argume
 
 from __future__ import annotations
 
-import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 __all__ = [
     "IDEMPOTENCY_METADATA_KEY",
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_METADATA_PAIRS",
     "MAX_USER_METADATA_PAIRS",
     "check_id",
+    "create_batch_body",
     "path_id",
     "validate_create_args",
     "validate_metadata",
@@ -31,25 +33,30 @@ MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 #: Longest object id accepted. OpenAI's ids are ~30 characters; gateways' are longer (LiteLLM's managed file
 #: ids are around 340), so the bound only stops absurd input, far below what any URL can carry.
-MAX_ID_LENGTH = 256
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-.:]{1,256}$")
+MAX_ID_LENGTH = 2048
 
 
 def check_id(kind: str, value: object) -> str:
-    """Reject an empty or malformed object id before it is put into a URL path."""
-    if not isinstance(value, str) or not value.strip():
+    """Reject an id that cannot be one path segment of a URL, before it is put into one.
+
+    Refused: empty, whitespace or control characters, ``/`` or ``\\``, ``.`` and ``..``, and more than
+    :data:`MAX_ID_LENGTH` characters. Anything else is accepted (gateways make their own ids, often long and
+    with ``=`` or ``+``) and percent-encoded by :func:`path_id`.
+    """
+    if not isinstance(value, str) or not value:
         raise ValueError(f"{kind} must be a non-empty string, got {value!r}")
-    if not _ID_PATTERN.match(value):
-        raise ValueError(
-            f"{kind} {value!r} is malformed: expected letters, digits, '_', '-', '.' or ':' "
-            "(e.g. 'batch_abc123' / 'file-abc123')"
-        )
+    if any(char.isspace() for char in value) or not value.isprintable():
+        raise ValueError(f"{kind} {value[:80]!r} is malformed: it contains whitespace or control characters")
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(f"{kind} {value[:80]!r} is malformed: an id has no '/' or '\\' and is not '.' or '..'")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{kind} is malformed: {len(value)} characters long; at most {MAX_ID_LENGTH} are accepted")
     return value
 
 
 def path_id(kind: str, value: object) -> str:
-    """A checked id, for use as one URL path segment."""
-    return check_id(kind, value)
+    """A checked id, percent-encoded for use as one URL path segment."""
+    return quote(check_id(kind, value), safe="-._~:@!$&'()*+,;=")
 
 
 def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -118,8 +125,53 @@ def validate_create_args(
     if not isinstance(completion_window, str) or not completion_window.strip():
         raise ValueError(f"completion_window must be a non-empty string such as '24h', got {completion_window!r}")
     clean = validate_metadata(metadata) or {}
+    if IDEMPOTENCY_METADATA_KEY in clean:
+        raise ValueError(
+            f"metadata key {IDEMPOTENCY_METADATA_KEY!r} is reserved: the provider stores its idempotency tag "
+            "under it, so that a retry reuses the batch instead of billing another. Use another key."
+        )
     if tagged and len(clean) > MAX_USER_METADATA_PAIRS:
         raise ValueError(
             f"metadata has {len(clean)} pairs; at most {MAX_USER_METADATA_PAIRS} leave room for the idempotency tag"
         )
     return clean, validate_output_expires_after(output_expires_after)
+
+
+def create_batch_body(
+    *,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    metadata: Mapping[str, Any] | None,
+    output_expires_after: Mapping[str, Any] | int | None,
+    idempotency_key: str | None,
+) -> tuple[dict[str, Any], str | None]:
+    """The checked JSON body of ``POST /batches``, and the key it is tagged with.
+
+    :param idempotency_key: the caller's run-stable key. Without one, a per-call key (when a metadata pair is
+        free) still lets an ambiguous failure of this call be resolved safely.
+    :raises ValueError: naming the argument that is wrong.
+    """
+    check_id("input_file_id", input_file_id)
+    tags, expires = validate_create_args(
+        endpoint=endpoint,
+        completion_window=completion_window,
+        metadata=metadata,
+        output_expires_after=output_expires_after,
+        tagged=idempotency_key is not None,
+    )
+    key = idempotency_key
+    if key is None and len(tags) < MAX_METADATA_PAIRS:
+        key = f"call-{uuid.uuid4().hex}"
+    if key is not None:
+        tags[IDEMPOTENCY_METADATA_KEY] = key
+    body: dict[str, Any] = {
+        "input_file_id": input_file_id,
+        "endpoint": endpoint,
+        "completion_window": completion_window,
+    }
+    if tags:
+        body["metadata"] = tags
+    if expires is not None:
+        body["output_expires_after"] = expires
+    return body, key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -16,6 +15,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.idempotency import look_back, task_instance_key
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.operators.input_file import InputFile, jsonl_name
 from airflow_provider_openai_batch.wait_decision import WaitPolicy
@@ -32,13 +32,6 @@ __all__ = ["OpenAIBatchCancelOperator", "OpenAIBatchCreateOperator", "OpenAIBatc
 
 #: How long a waiting operator waits by default: the 24 h completion window plus time to finalize.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=26)
-
-
-def task_instance_key(context: Context, *parts: str) -> str:
-    """A run-stable key for this task instance (never the try number), plus what identifies its input."""
-    ti = context["ti"]
-    raw = "\x1f".join([ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)), *parts])
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:40]
 
 
 def check_create_arguments(
@@ -65,9 +58,9 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     """Creates a batch, from an uploaded file id or from a JSONL file it validates and uploads.
 
     Idempotent: the batch is tagged in ``metadata`` with a key derived from the dag, task, run and map
-    index (and the input), and a retry or a cleared task instance reuses the running or completed batch
-    that carries it instead of creating and billing a second one. Failed, expired and cancelled batches
-    are not reused.
+    index (and the input), and a retry or a cleared task instance reuses the batch that carries it instead of
+    creating and billing a second one, when that batch is still running or completed with results that still
+    exist. A first try does not look; a later one looks back to its DAG run's start.
 
     XComs: ``batch_id`` (pushed the moment the batch exists, before any waiting) and ``return_value`` =
     the batch id. With ``input_file`` also ``estimate`` (the pre-flight cost bound, pushed before the
@@ -81,7 +74,8 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         ``ObjectStoragePath`` of a JSONL file (templated). It is validated (every line, with line numbers in
         the error) before anything is uploaded, then streamed up.
     :param completion_window: ``24h`` on OpenAI (templated); not checked here since gateways differ.
-    :param metadata: up to 15 string pairs of your own (the 16th is the idempotency tag) (templated).
+    :param metadata: up to 15 string pairs of your own (the 16th is the idempotency tag, under a reserved key)
+        (templated).
     :param output_expires_after: seconds after which output files expire (templated).
     :param conn_id: Airflow connection id.
     :param wait_for_completion: wait until the batch is terminal, then judge it like the sensor.
@@ -206,6 +200,10 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         return batch.id
 
     def _create_or_reuse(self, context: Context) -> Batch:
+        # A first try cannot find a batch of its own: it does not look. A later one looks back to its DAG run.
+        look = look_back(context)
+        if look.needed:
+            self.log.info("Try %s: looking for a batch an earlier try made since %s", context["ti"].try_number, look)
         if self.input_file_id is not None:
             key = task_instance_key(context, "file", self.input_file_id)
             return self.hook.create_batch(
@@ -215,12 +213,14 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 metadata=self.metadata,
                 output_expires_after=self.output_expires_after,
                 idempotency_key=key,
+                not_before=look.not_before,
+                look_first=look.needed,
             )
         source = InputFile(self.input_file)
         with source.open() as handle:
             summary = self._validate(context, handle, source)
             key = task_instance_key(context, "sha256", summary.sha256)
-            existing = self.hook.find_batch_by_idempotency_key(key)
+            existing = self.hook.find_batch_by_idempotency_key(key, not_before=look.not_before) if look.needed else None
             if existing is not None:
                 self.log.info(
                     "Reusing batch %s created by an earlier try of this task (%s)", existing.id, existing.status.value
@@ -229,6 +229,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
             handle.seek(0)
             uploaded = self.hook.upload_file(handle, purpose="batch", filename=jsonl_name(source.name))
         try:
+            # Looked just above (or a first try): the create itself need not look again.
             return self.hook.create_batch(
                 input_file_id=uploaded.id,
                 endpoint=self.endpoint,
@@ -236,6 +237,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 metadata=self.metadata,
                 output_expires_after=self.output_expires_after,
                 idempotency_key=key,
+                look_first=False,
             )
         except Exception:
             if self.delete_input_on_failure:

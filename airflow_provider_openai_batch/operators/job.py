@@ -215,7 +215,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         return self._wait(context, plan, batches)
 
     def _keys(self, context: Context, plan: JobPlan) -> list[str]:
-        from airflow_provider_openai_batch.operators.batch import task_instance_key
+        from airflow_provider_openai_batch.idempotency import task_instance_key
 
         if len(plan.shards) == 1:
             # The Create operator's key: a one-batch job is that batch.
@@ -248,8 +248,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         self, context: Context, plan: JobPlan, batches: dict[str, Batch], merged: MergedJob, work: Path
     ) -> dict[str, Any]:
         """Run the lines that failed for a passing reason again, as the shards of a new round, and wait."""
+        from airflow_provider_openai_batch.idempotency import task_instance_key
         from airflow_provider_openai_batch.job.resubmit import split_retry
-        from airflow_provider_openai_batch.operators.batch import task_instance_key
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
         assert merged.retry is not None and merged.retry_numbers is not None

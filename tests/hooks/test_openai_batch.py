@@ -181,15 +181,16 @@ class TestWire:
         assert body["endpoint"] == "/v1/embeddings"
         assert body["output_expires_after"] == {"anchor": "created_at", "seconds": 3600}
 
-    def test_cancel_sends_empty_json_body(self, hook: OpenAIBatchHook, rsps: responses.RequestsMock) -> None:
+    def test_cancel_sends_no_body(self, hook: OpenAIBatchHook, rsps: responses.RequestsMock) -> None:
         rsps.post(f"{BASE}/batches/batch_1/cancel", json=batch_payload("batch_1", status="cancelling"))
         batch = hook.cancel_batch("batch_1")
         assert batch.status is BatchStatus.CANCELLING
         (call,) = rsps.calls
         assert call.request.method == "POST"
         assert path_of(call) == "/v1/batches/batch_1/cancel"
-        assert json_body(call) == {}
-        assert call.request.headers["Content-Type"] == "application/json"
+        # As the service documents it and the official SDK sends it: no body, no Content-Type.
+        assert not call.request.body
+        assert "Content-Type" not in call.request.headers
 
     @pytest.mark.parametrize("expires", [None, 86400])
     def test_upload_multipart_fields_and_filename(
@@ -297,7 +298,7 @@ class TestWire:
             lambda h: h.retrieve_batch("../files/x"),
             lambda h: h.retrieve_batch("batch 1"),
             lambda h: h.cancel_batch("batch/1"),
-            lambda h: h.retrieve_file("file?x=1"),
+            lambda h: h.retrieve_file("file-" + "x" * 5000),  # longer than any URL path segment needs
             lambda h: h.delete_file(None),
             lambda h: h.list_batches(after="a/b"),
             lambda h: h.list_files(limit=0),
@@ -596,7 +597,9 @@ class TestCreateOnce:
     def test_existing_completed_batch_with_key_is_reused(
         self, hook: OpenAIBatchHook, rsps: responses.RequestsMock
     ) -> None:
-        rsps.get(f"{BASE}/batches", json=page_payload([tagged("batch_done", "key-1", "completed")]))
+        done = {**tagged("batch_done", "key-1", "completed"), "output_file_id": "file-out"}
+        rsps.get(f"{BASE}/batches", json=page_payload([done]))
+        rsps.get(f"{BASE}/files/file-out", json=file_payload("file-out", purpose="batch_output"))  # results exist
         assert hook.create_batch(**CREATE, idempotency_key="key-1").id == "batch_done"
         assert calls_to(rsps, "POST", "/batches") == []
 

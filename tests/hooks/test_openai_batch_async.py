@@ -70,7 +70,7 @@ async def test_aretrieve_batch(server: LocalServer, ahook: OpenAIBatchHook) -> N
     assert headers["User-Agent"].startswith("airflow-provider-openai-batch/")
 
 
-async def test_acancel_batch_sends_an_empty_json_body(server: LocalServer, ahook: OpenAIBatchHook) -> None:
+async def test_acancel_batch_sends_no_body(server: LocalServer, ahook: OpenAIBatchHook) -> None:
     bodies: list[bytes] = []
 
     def on_cancel(req: RequestHandler) -> None:
@@ -81,8 +81,8 @@ async def test_acancel_batch_sends_an_empty_json_body(server: LocalServer, ahook
     batch = await ahook.acancel_batch("batch_1")
     await ahook.aclose()
     assert batch.status is BatchStatus.CANCELLING
-    assert bodies == [b"{}"]
-    assert hits(server, "POST", "/batches/batch_1/cancel")[0][2]["Content-Type"] == "application/json"
+    assert bodies == [b""]
+    assert "Content-Type" not in hits(server, "POST", "/batches/batch_1/cancel")[0][2]
 
 
 async def test_acancel_conflict_returns_the_current_batch(server: LocalServer, ahook: OpenAIBatchHook) -> None:

@@ -58,12 +58,19 @@ def set_connection(monkeypatch: Any, base_url: str, conn_id: str = "openai_defau
 class FakeTI:
     """Just enough of a task instance: identity attributes and a recording ``xcom_push``."""
 
-    def __init__(self, dag_id: str = "dag", task_id: str = "task", run_id: str = "run_1", map_index: int = -1) -> None:
+    def __init__(
+        self,
+        dag_id: str = "dag",
+        task_id: str = "task",
+        run_id: str = "run_1",
+        map_index: int = -1,
+        try_number: int = 1,
+    ) -> None:
         self.dag_id = dag_id
         self.task_id = task_id
         self.run_id = run_id
         self.map_index = map_index
-        self.try_number = 1
+        self.try_number = try_number
         self.pushes: list[tuple[str, Any]] = []
 
     def xcom_push(self, key: str, value: Any) -> None:

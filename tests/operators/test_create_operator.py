@@ -263,8 +263,8 @@ def test_wait_timeout_leaves_the_batch_running(openai_conn: EmulatorServer, tmp_
 def test_rerun_of_the_same_task_instance_reuses_the_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", 4)
     first = create_op(input_file=path).execute(context(FakeTI()))
-    # A retry is a new process: a new operator instance, a new ti object, the same identity.
-    second = create_op(input_file=path).execute(context(FakeTI()))
+    # A retry is a new process: a new operator instance, a new ti object, the same identity, the next try.
+    second = create_op(input_file=path).execute(context(FakeTI(try_number=2)))
 
     assert first == second
     assert list(openai_conn.batches) == [first]
@@ -275,7 +275,7 @@ def test_rerun_of_the_same_task_instance_reuses_the_batch(openai_conn: EmulatorS
 def test_rerun_with_an_uploaded_file_id_reuses_the_batch(openai_conn: EmulatorServer) -> None:
     file_id = upload(jsonl(2))
     first = create_op(input_file_id=file_id).execute(context(FakeTI()))
-    second = create_op(input_file_id=file_id).execute(context(FakeTI()))
+    second = create_op(input_file_id=file_id).execute(context(FakeTI(try_number=2)))
     assert first == second
     assert openai_conn.counters["batches_created"] == 1
 
@@ -284,7 +284,7 @@ def test_rerun_of_a_completed_batch_reuses_it(openai_conn: EmulatorServer, tmp_p
     path = write_jsonl(tmp_path / "in.jsonl", 2)
     first = create_op(input_file=path).execute(context(FakeTI()))
     wait_for_status(openai_conn, first, "completed")
-    assert create_op(input_file=path).execute(context(FakeTI())) == first
+    assert create_op(input_file=path).execute(context(FakeTI(try_number=2))) == first
     assert openai_conn.counters["batches_created"] == 1
 
 
@@ -310,7 +310,7 @@ def test_changed_input_gets_a_new_batch(openai_conn: EmulatorServer, tmp_path: P
     path = write_jsonl(tmp_path / "in.jsonl", 4)
     first = create_op(input_file=path).execute(context(FakeTI()))
     write_jsonl(path, 5)
-    second = create_op(input_file=path).execute(context(FakeTI()))
+    second = create_op(input_file=path).execute(context(FakeTI(try_number=2)))
     assert first != second
 
 
@@ -319,7 +319,7 @@ def test_earlier_failed_batch_is_not_reused(openai_conn: EmulatorServer) -> None
     first = create_op(input_file_id=file_id).execute(context(FakeTI()))
     wait_for_status(openai_conn, first, "failed")
 
-    second = create_op(input_file_id=file_id).execute(context(FakeTI()))
+    second = create_op(input_file_id=file_id).execute(context(FakeTI(try_number=2)))
 
     assert second != first
     assert openai_conn.counters["batches_created"] == 2
@@ -331,7 +331,7 @@ def test_earlier_cancelled_batch_is_not_reused(openai_conn: EmulatorServer, tmp_
     openai_conn.store.cancel_batch(first)
     wait_for_status(openai_conn, first, "cancelled")
 
-    second = create_op(input_file=path, metadata={"emulator": "hold"}).execute(context(FakeTI()))
+    second = create_op(input_file=path, metadata={"emulator": "hold"}).execute(context(FakeTI(try_number=2)))
 
     assert second != first
     assert openai_conn.counters["files_uploaded"] == 2

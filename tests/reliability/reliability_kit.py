@@ -108,12 +108,19 @@ def write(path: Path, data: bytes) -> Path:
 class FakeTI:
     """Just enough of a task instance for ``execute``: identity and a recording ``xcom_push``."""
 
-    def __init__(self, dag_id: str = "rel_dag", task_id: str = "create", run_id: str = "run_1", map_index: int = -1):
+    def __init__(
+        self,
+        dag_id: str = "rel_dag",
+        task_id: str = "create",
+        run_id: str = "run_1",
+        map_index: int = -1,
+        try_number: int = 1,
+    ):
         self.dag_id = dag_id
         self.task_id = task_id
         self.run_id = run_id
         self.map_index = map_index
-        self.try_number = 1
+        self.try_number = try_number
         self.pushes: list[tuple[str, Any]] = []
 
     def xcom_push(self, key: str, value: Any) -> None:

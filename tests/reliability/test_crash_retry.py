@@ -48,7 +48,7 @@ def _run_and_record(result: str, fn: Callable[[], Any]) -> None:
     os._exit(0)
 
 
-def _create_task(input_file: str, *, wait: bool) -> Callable[[], Any]:
+def _create_task(input_file: str, *, wait: bool, try_number: int = 1) -> Callable[[], Any]:
     def run() -> Any:
         op = OpenAIBatchCreateOperator(
             task_id="create",
@@ -58,7 +58,8 @@ def _create_task(input_file: str, *, wait: bool) -> Callable[[], Any]:
             deferrable=False,
             poll_interval=0.05,
         )
-        ti = FakeTI(dag_id="crash_dag", task_id="create", run_id="scheduled__1")
+        # The re-run after a crash is the next try: Airflow fails the dead one (heartbeat) and schedules another.
+        ti = FakeTI(dag_id="crash_dag", task_id="create", run_id="scheduled__1", try_number=try_number)
         return {"return": op.execute({"ti": ti}), "xcoms": dict(ti.pushes)}  # type: ignore[arg-type]
 
     return run
@@ -119,7 +120,7 @@ def test_create_killed_while_waiting_for_the_answer(emu: EmulatorServer, tmp_pat
     wait_until(lambda: emu.counters.batches_created == 1, 10, "the orphaned create to finish on the server")
     emu.faults.clear()
 
-    out = _run_to_end(tmp_path, _create_task(source, wait=False), "second")
+    out = _run_to_end(tmp_path, _create_task(source, wait=False, try_number=2), "second")
     REGISTRY.crash_runs += 1
     REGISTRY.duplicates_seen(emu.counters.batches_created - 1)
     REGISTRY.duplicates_seen(emu.counters.files_uploaded - 1)
@@ -139,7 +140,7 @@ def test_create_killed_right_after_the_batch_was_created(emu: EmulatorServer, tm
     emu.faults.clear()
     (created,) = emu.batches
 
-    out = _run_to_end(tmp_path, _create_task(source, wait=True), "second")
+    out = _run_to_end(tmp_path, _create_task(source, wait=True, try_number=2), "second")
     REGISTRY.crash_runs += 1
     REGISTRY.duplicates_seen(emu.counters.batches_created - 1)
     assert emu.counters.batches_created == 1 and list(emu.batches) == [created]
