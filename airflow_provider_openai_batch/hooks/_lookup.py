@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_openai_batch.hooks.validation import IDEMPOTENCY_METADATA_KEY
 from airflow_provider_openai_batch.models import Batch, BatchStatus, FileObject
 
-__all__ = ["CLOCK_SKEW", "MIN_SCANNED", "newest_tagged", "why_not_reusable"]
+__all__ = ["CLOCK_SKEW", "MIN_SCANNED", "newest_tagged", "raw_pages", "why_not_reusable"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 CLOCK_SKEW = 300.0
 #: Batches always read (one page), whatever their ``created_at`` says.
 MIN_SCANNED = 100
+
+
+def raw_pages(list_page: Callable[[str | None], Mapping[str, Any]]) -> Iterator[list[Any]]:
+    """Pages of raw listed batches, newest first, one list call each (raw: an unknown status is no error).
+
+    :param list_page: one ``GET /batches`` (100 a page) after the given id.
+    """
+    after: str | None = None
+    while True:
+        payload = list_page(after)
+        data = payload.get("data")
+        items = data if isinstance(data, list) else []
+        yield items
+        last = items[-1] if items else None
+        after = last.get("id") if isinstance(last, Mapping) else None
+        if payload.get("has_more") is False or not isinstance(after, str):
+            return
 
 
 def newest_tagged(

@@ -19,6 +19,9 @@ __all__ = ["API_TYPES", "DEFAULT_BASE_URL", "STATUS_POLLING", "ConnectionSetting
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 API_TYPES = ("openai", "azure")
+#: Expiry of an uploaded batch input: 14 days, past any completion window, and accepted by both OpenAI
+#: (1 hour to 30 days) and Azure OpenAI (14 to 30 days), where files with an expiry get a far larger quota.
+DEFAULT_INPUT_EXPIRES_AFTER = 14 * 86_400
 #: How triggers learn batch statuses: ``auto`` lists pages when that takes fewer requests, ``list`` always
 #: lists first, ``retrieve`` asks for each batch on its own (for gateways without a usable ``GET /batches``).
 STATUS_POLLING = ("auto", "list", "retrieve")
@@ -42,6 +45,8 @@ class ConnectionSettings:
     :param backoff_max: cap of one backoff step.
     :param max_retry_after: longest ``Retry-After`` hint obeyed; a longer one ends the retries.
     :param verify_ssl: verify TLS certificates (on unless turned off explicitly).
+    :param input_expires_after: seconds after which a batch input uploaded by the operators expires
+        (``expires_after`` on upload); ``None`` sends none, for a service that refuses the field.
     :param status_polling: how triggers of this connection learn statuses, one of :data:`STATUS_POLLING`.
     :param file_limits: the most one batch input file may hold on this service: by ``api_type`` (OpenAI
         50,000 requests, Azure 100,000; 200 MB; 50,000 embedding inputs), each replaced by the extras
@@ -62,6 +67,7 @@ class ConnectionSettings:
     backoff_max: float = 30.0
     max_retry_after: float = 60.0
     verify_ssl: bool = True
+    input_expires_after: int | None = DEFAULT_INPUT_EXPIRES_AFTER
     status_polling: str = "auto"
     file_limits: FileLimits = field(default_factory=FileLimits)
 
@@ -117,6 +123,11 @@ class ConnectionSettings:
             backoff_max=_number(conn_id, extras, "backoff_max", 30.0, minimum=0.0),
             max_retry_after=_number(conn_id, extras, "max_retry_after", 60.0, minimum=0.0),
             verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
+            # 0 turns it off.
+            input_expires_after=int(
+                _number(conn_id, extras, "input_expires_after", DEFAULT_INPUT_EXPIRES_AFTER, minimum=0)
+            )
+            or None,
             status_polling=status_polling,
             file_limits=_file_limits(conn_id, extras, api_type),
         )

@@ -23,7 +23,7 @@ from airflow_provider_openai_batch.exceptions import ConflictError, NotFoundErro
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR
 from airflow_provider_openai_batch.hooks._content import FileContent
 from airflow_provider_openai_batch.hooks._create_once import CreateOnce
-from airflow_provider_openai_batch.hooks._lookup import newest_tagged, why_not_reusable
+from airflow_provider_openai_batch.hooks._lookup import newest_tagged, raw_pages, why_not_reusable
 from airflow_provider_openai_batch.hooks._multipart import upload_body
 from airflow_provider_openai_batch.hooks._request import ApiRequest
 from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
@@ -184,7 +184,7 @@ class OpenAIBatchHook(BaseHook):
         endpoint: str,
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
-        output_expires_after: Mapping[str, Any] | int | None = None,
+        output_expires_after: Mapping[str, Any] | int | str | None = None,
         idempotency_key: str | None = None,
         not_before: float | None = None,
         look_first: bool = True,
@@ -309,7 +309,12 @@ class OpenAIBatchHook(BaseHook):
         """
         if not_before is None and max_scanned is None:
             max_scanned = 1000
-        batch = newest_tagged(self._batch_pages(), key, not_before=not_before, max_scanned=max_scanned)
+        batch = newest_tagged(
+            raw_pages(lambda after: self.transport.send_json(_list_request(after, 100))),
+            key,
+            not_before=not_before,
+            max_scanned=max_scanned,
+        )
         if batch is None:
             return None
         reason = why_not_reusable(batch, self._file_if_exists)
@@ -317,19 +322,6 @@ class OpenAIBatchHook(BaseHook):
             log.info("Batch %s carries this task's key but %s; not reusing it", batch.id, reason)
             return None
         return batch
-
-    def _batch_pages(self) -> Iterator[list[Any]]:
-        """Pages of raw listed batches, newest first, one list call each (raw: an unknown status is no error)."""
-        after: str | None = None
-        while True:
-            payload = self.transport.send_json(_list_request(after, 100))
-            data = payload.get("data")
-            items = data if isinstance(data, list) else []
-            yield items
-            last = items[-1] if items else None
-            after = last.get("id") if isinstance(last, Mapping) else None
-            if payload.get("has_more") is False or not isinstance(after, str):
-                return
 
     def _file_if_exists(self, file_id: str) -> FileObject | None:
         try:

@@ -5,6 +5,7 @@ Everything here runs before anything is uploaded or billed, and names the argume
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_METADATA_PAIRS",
     "MAX_USER_METADATA_PAIRS",
+    "check_create_arguments",
     "check_id",
     "create_batch_body",
     "path_id",
@@ -87,13 +89,23 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | No
 _EXPIRES_SHAPE = "output_expires_after must be seconds or {'anchor': 'created_at', 'seconds': N}"
 
 
-def validate_output_expires_after(value: Mapping[str, Any] | int | None) -> dict[str, Any] | None:
+def validate_output_expires_after(value: Mapping[str, Any] | int | str | None) -> dict[str, Any] | None:
     """Accept ``{"anchor": "created_at", "seconds": N}`` or a plain number of seconds.
+
+    Also as a template renders them: an integer string (``"3600"``) or a JSON object string; an empty string
+    (a template that rendered nothing) means none.
 
     :raises ValueError: when the shape is wrong. The seconds range is left to the server, which
         differs between OpenAI (1 h - 30 d) and Azure (14 d - 30 d).
     """
-    if value is None:
+    if isinstance(value, str):
+        # What a template renders: "3600", or '{"anchor": "created_at", "seconds": 3600}'.
+        text = value.strip()
+        try:
+            value = int(text) if text.lstrip("-").isdigit() else json.loads(text)
+        except ValueError:
+            raise ValueError(f"{_EXPIRES_SHAPE}, got the string {text[:80]!r}") from None
+    if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise ValueError(_EXPIRES_SHAPE)
@@ -112,7 +124,7 @@ def validate_create_args(
     endpoint: object,
     completion_window: object,
     metadata: Mapping[str, Any] | None,
-    output_expires_after: Mapping[str, Any] | int | None,
+    output_expires_after: Mapping[str, Any] | int | str | None,
     tagged: bool,
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Check what a batch create sends, before any upload; return the clean metadata and expiry.
@@ -137,13 +149,29 @@ def validate_create_args(
     return clean, validate_output_expires_after(output_expires_after)
 
 
+def check_create_arguments(
+    endpoint: object, metadata: Any, output_expires_after: Any, completion_window: object = "24h"
+) -> None:
+    """What a create task checks before anything is uploaded or billed: one metadata pair stays free for its tag.
+
+    :raises ValueError: naming the argument.
+    """
+    validate_create_args(
+        endpoint=endpoint,
+        completion_window=completion_window,
+        metadata=metadata,
+        output_expires_after=output_expires_after,
+        tagged=True,
+    )
+
+
 def create_batch_body(
     *,
     input_file_id: str,
     endpoint: str,
     completion_window: str,
     metadata: Mapping[str, Any] | None,
-    output_expires_after: Mapping[str, Any] | int | None,
+    output_expires_after: Mapping[str, Any] | int | str | None,
     idempotency_key: str | None,
 ) -> tuple[dict[str, Any], str | None]:
     """The checked JSON body of ``POST /batches``, and the key it is tagged with.

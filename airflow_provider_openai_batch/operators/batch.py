@@ -15,6 +15,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.hooks.validation import check_create_arguments as check_create_arguments
 from airflow_provider_openai_batch.idempotency import look_back, task_instance_key
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.operators.input_file import InputFile, jsonl_name
@@ -32,26 +33,6 @@ __all__ = ["OpenAIBatchCancelOperator", "OpenAIBatchCreateOperator", "OpenAIBatc
 
 #: How long a waiting operator waits by default: the 24 h completion window plus time to finalize.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=26)
-
-
-def check_create_arguments(
-    endpoint: object, metadata: Any, output_expires_after: Any, completion_window: object = "24h"
-) -> None:
-    """Check what a create task sends with its batch, before anything is uploaded or billed.
-
-    The hook's own check, with one metadata pair kept free for the idempotency tag.
-
-    :raises ValueError: naming the argument.
-    """
-    from airflow_provider_openai_batch.hooks.validation import validate_create_args
-
-    validate_create_args(
-        endpoint=endpoint,
-        completion_window=completion_window,
-        metadata=metadata,
-        output_expires_after=output_expires_after,
-        tagged=True,
-    )
 
 
 class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
@@ -76,7 +57,10 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
     :param completion_window: ``24h`` on OpenAI (templated); not checked here since gateways differ.
     :param metadata: up to 15 string pairs of your own (the 16th is the idempotency tag, under a reserved key)
         (templated).
-    :param output_expires_after: seconds after which output files expire (templated).
+    :param output_expires_after: seconds after which output files expire, or ``{"anchor": "created_at",
+        "seconds": N}``; a template may render either as a string (templated).
+    :param input_expires_after: seconds after which the input this task uploads expires; ``None``: the
+        connection's ``input_expires_after`` (14 days), ``0``: no expiry sent (for a service that refuses one).
     :param conn_id: Airflow connection id.
     :param wait_for_completion: wait until the batch is terminal, then judge it like the sensor.
     :param deferrable: wait in the triggerer (no worker slot); default ``[operators] default_deferrable``.
@@ -123,7 +107,8 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         input_file: Any = None,
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
-        output_expires_after: int | Mapping[str, Any] | None = None,
+        output_expires_after: int | str | Mapping[str, Any] | None = None,
+        input_expires_after: int | None = None,
         conn_id: str = "openai_default",
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
@@ -152,6 +137,7 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
         self.completion_window = completion_window
         self.metadata = metadata
         self.output_expires_after = output_expires_after
+        self.input_expires_after = input_expires_after
         self.conn_id = conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable
@@ -227,7 +213,12 @@ class OpenAIBatchCreateOperator(BatchWaitMixin, BaseOperator):
                 )
                 return existing
             handle.seek(0)
-            uploaded = self.hook.upload_file(handle, purpose="batch", filename=jsonl_name(source.name))
+            expires = self.input_expires_after
+            if expires is None:
+                expires = self.hook.settings.input_expires_after
+            uploaded = self.hook.upload_file(
+                handle, purpose="batch", filename=jsonl_name(source.name), expires_after_seconds=expires or None
+            )
         try:
             # Looked just above (or a first try): the create itself need not look again.
             return self.hook.create_batch(

@@ -186,3 +186,62 @@ def test_user_metadata_under_the_reserved_key_is_rejected_before_upload(emu: Emu
             input_file_id="file-1", endpoint=ENDPOINT, metadata={IDEMPOTENCY_METADATA_KEY: "mine"}
         )
     assert emu.counters["requests"] == 0
+
+
+# -- #12 item 5: output_expires_after as a template renders it --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "seconds"),
+    [("{{ 2 * 3600 }}", 7_200), ('{"anchor": "created_at", "seconds": {{ 3 * 3600 }}}', 10_800)],
+)
+def test_a_templated_output_expires_after_is_accepted(
+    emu: EmulatorServer, tmp_path: Path, template: str, seconds: int
+) -> None:
+    op = create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), output_expires_after=template)
+    context = ctx(1)
+    op.render_template_fields(context)  # type: ignore[arg-type]
+    assert isinstance(op.output_expires_after, str)  # Jinja renders strings
+
+    batch_id = op.execute(context)
+
+    output = OpenAIBatchHook().retrieve_file(wait_for_status(emu, batch_id, "completed")["output_file_id"])
+    assert output.expires_at is not None and output.created_at is not None
+    assert output.expires_at - output.created_at == seconds
+
+
+def test_a_templated_output_expires_after_of_the_wrong_shape_fails_before_upload(
+    emu: EmulatorServer, tmp_path: Path
+) -> None:
+    op = create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), output_expires_after="{{ 'an hour' }}")
+    op.render_template_fields(ctx(1))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"output_expires_after.*'an hour'"):
+        op.execute(ctx(1))
+    assert emu.counters["requests"] == 0
+
+
+# -- #12 item 9: the uploaded input expires -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "expires"),
+    [({}, None, 14 * 86_400), ({}, 3 * 86_400, 3 * 86_400), ({"input_expires_after": 20 * 86_400}, None, 20 * 86_400),
+     ({"input_expires_after": 0}, None, None), ({}, 0, None)],
+)  # fmt: skip
+def test_the_uploaded_input_carries_an_expiry(
+    emu: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: dict[str, Any],
+    param: int | None,
+    expires: int | None,
+) -> None:
+    set_connection(monkeypatch, emu.base_url, **extra)
+    create_op(input_file=write_jsonl(tmp_path / "in.jsonl", 2), input_expires_after=param).execute(ctx(1))
+
+    (uploaded,) = [f for f in emu.files.values() if f["purpose"] == "batch"]
+    if expires is None:  # no expires_after sent: the service's own default for batch files applies
+        assert emu.counters["files_uploaded"] == 1
+        assert uploaded["expires_at"] - uploaded["created_at"] == 30 * 86_400
+    else:
+        assert uploaded["expires_at"] - uploaded["created_at"] == expires
