@@ -15,8 +15,8 @@ How each request is bounded:
   largest completion from the price table. Embeddings have no output tokens.
 * Every input token is priced as uncached: the cache discount is not known before the run.
 
-Token counts are model-independent, so the pass only adds them up; prices are applied once, at the end.
-Standard library only.
+The pass only adds the bounds up, per model; prices (and the largest completion of each model) are applied
+once, at the end. Standard library only.
 """
 
 from __future__ import annotations
@@ -156,7 +156,29 @@ class CostEstimate:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CostEstimate:
         """Rebuild an estimate from :meth:`to_dict` output (e.g. pulled from XCom)."""
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+        def count(key: str) -> int:
+            return int(data.get(key) or 0)
+
+        def opt(key: str) -> Any:
+            return data.get(key)
+
+        return cls(
+            model=opt("model"),
+            endpoint=opt("endpoint"),
+            requests=count("requests"),
+            input_tokens=count("input_tokens"),
+            output_tokens=opt("output_tokens"),
+            requests_without_limit=count("requests_without_limit"),
+            requests_with_media=count("requests_with_media"),
+            cost_usd=opt("cost_usd"),
+            input_cost_usd=opt("input_cost_usd"),
+            output_cost_usd=opt("output_cost_usd"),
+            priced_as=opt("priced_as"),
+            prices_as_of=opt("prices_as_of"),
+            prices_source=opt("prices_source"),
+            note=opt("note"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON for XCom."""
