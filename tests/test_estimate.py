@@ -241,7 +241,7 @@ def example_inputs() -> dict[str, tuple[bytes, str]]:
     }
 
 
-# Measured estimate / actual factors on the examples (README, "Pre-flight estimate"): 8.6x and 12.3x with a
+# Measured estimate / actual factors on the examples (README, "Pre-flight estimate"): 8.8x and 12.3x with a
 # limit or no output (short texts: the JSON around them dominates each line); about 730x and 1,060x without
 # a completion-token limit (16,384 tokens bound each request).
 STATED_FACTORS = {"chat": 10, "embeddings": 15, "mapped": 1_000, "wait_in_create": 1_200}
