@@ -74,6 +74,7 @@ class Run:
         self.last_wake = time.monotonic()
         self.events: Counter[str] = Counter()
         self.event_at: dict[str, float] = {}
+        self.cpu_lag_max = 0.0
         self.done = 0
         self.started = time.monotonic()
         self.cpu_started = time.process_time()
@@ -96,6 +97,7 @@ class Run:
             "lag_samples": len(lags),
             "events": dict(self.events),
             "event_at": self.event_at,
+            "cpu_lag_max": self.cpu_lag_max,
         }
 
     def emit(self, *, timed_out: bool) -> None:
@@ -110,10 +112,14 @@ async def ticker(run: Run, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         expected = loop.time() + TICK
+        cpu = time.thread_time()
         await asyncio.sleep(TICK)
         woke = loop.time()
         run.last_wake = time.monotonic()
         run.lags.append(max(0.0, woke - expected))
+        # The loop thread's own CPU time between two ticks: what the code on the loop held it for, whatever
+        # else the machine runs (a busy machine delays the whole process, which is no stall of the loop).
+        run.cpu_lag_max = max(run.cpu_lag_max, time.thread_time() - cpu)
 
 
 async def consume(trigger: Any, run: Run) -> None:
