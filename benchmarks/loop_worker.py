@@ -42,7 +42,7 @@ def make_triggers(impl: str, n: int, poll_interval: float, shards: int = 0) -> l
             return [
                 OpenAIBatchJobTrigger(
                     conn_id=OUR_CONN_ID,
-                    batch_ids=[f"batch_bench_{i}_{k}" for k in range(shards)],
+                    batch_ids=[f"batch_bench_{i * shards + k}" for k in range(shards)],
                     poll_interval=poll_interval,
                 )
                 for i in range(n)
