@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine with only Python 3 and make:
 #   make demo   run an example DAG (DAG=<name>, default openai_batch_chat) against the local emulator
 #               (or against AIRFLOW_CONN_OPENAI_DEFAULT when set)
-#   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1)
+#   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1 and 3.2)
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -10,12 +10,13 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 PY := $(VENV)/bin/python
 FLOOR_VENV := .venv-floor
+AIRFLOW32_VENV := .venv-3.2
 BENCH_VENV := .venv-bench
 MUTATION_VENV := .venv-mutation
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: venv lint typecheck unit e2e test test-floor demo wheel bench mutate emulator constraints clean
+.PHONY: venv lint typecheck unit e2e test test-floor test-3.2 demo wheel bench mutate emulator constraints clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -52,9 +53,21 @@ $(FLOOR_VENV)/.synced: $(UV) constraints/airflow-3.1.txt pyproject.toml
 test-floor: $(FLOOR_VENV)/.synced
 	$(FLOOR_VENV)/bin/python -m pytest -m "not e2e and not slow" -p no:cacheprovider --ignore=tests/emulator
 
+$(AIRFLOW32_VENV)/.synced: $(UV) constraints/airflow-3.2.txt pyproject.toml
+	$(UV) venv --allow-existing --python $(PYTHON) $(AIRFLOW32_VENV)
+	$(UV) pip sync --python $(AIRFLOW32_VENV)/bin/python constraints/airflow-3.2.txt
+	$(UV) pip install --python $(AIRFLOW32_VENV)/bin/python --no-deps -e .
+	touch $@
+
+# Airflow 3.2, declared by apache-airflow>=3.1,<4, is tested too: the same unit tests as the floor, on the newest
+# 3.2 resolved as of its release (an unconstrained install pulls fastapi/pydantic releases that break its API server).
+test-3.2: $(AIRFLOW32_VENV)/.synced
+	$(AIRFLOW32_VENV)/bin/python -m pytest -m "not e2e and not slow" -p no:cacheprovider --ignore=tests/emulator
+
 test: lint typecheck
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) test-floor
+	$(MAKE) test-3.2
 
 # make demo DAG=openai_batch_mapped runs another example; a wrong name lists the choices.
 DAG ?= openai_batch_chat
@@ -90,6 +103,8 @@ constraints: $(UV)
 	$(UV) lock
 	# Resolved as of the 3.1.0 release, as Airflow's own constraints files are.
 	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2025-10-01 -q constraints/airflow-3.1.in -o constraints/airflow-3.1.txt
+	# Resolved as of the 3.2.2 release (2026-05-29), the newest 3.2.
+	$(UV) pip compile --universal --python-version 3.10 --exclude-newer 2026-05-30 -q constraints/airflow-3.2.in -o constraints/airflow-3.2.txt
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) $(BENCH_VENV) $(MUTATION_VENV) .mutation $(TOOLS) .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(AIRFLOW32_VENV) $(BENCH_VENV) $(MUTATION_VENV) .mutation $(TOOLS) .mypy_cache .ruff_cache
