@@ -39,7 +39,7 @@ from mutation.strings import ReplaceKeyString
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "mutation"
-WORK = ROOT / ".mutation"
+WORK = Path(os.environ.get("MUTATE_WORK_DIR", ROOT / ".mutation"))  # a second run at once needs its own
 
 cosmic_ray.plugins.OPERATOR_PROVIDERS["project"] = {"ReplaceKeyString": ReplaceKeyString}
 
@@ -108,7 +108,7 @@ def not_a_program_change(node: Any) -> bool:
         siblings = parent.children
         index = siblings.index(child)
         before = [getattr(s, "value", None) for s in siblings[:index]]
-        if parent.type == "param" and ":" in before and "=" not in before:
+        if parent.type in ("param", "tfpdef") and ":" in before and "=" not in before:
             return True
         if parent.type == "funcdef" and index > 0 and getattr(siblings[index - 1], "value", None) == "->":
             return True

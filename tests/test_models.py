@@ -511,3 +511,9 @@ def test_not_an_object_error_quotes_at_most_200_characters(cls: Any) -> None:
         cls.from_dict(data)
     assert str(data)[:200] in str(info.value)
     assert str(data)[:201] not in str(info.value)
+
+
+def test_unknown_status_is_a_member_named_unknown() -> None:
+    status = BatchStatus.parse("brand_new_status")
+    assert (status.name, status.value, status.is_known) == ("UNKNOWN", "brand_new_status", False)
+    assert BatchStatus.COMPLETED.is_known

@@ -267,6 +267,7 @@ def test_describe_progress_elapsed_boundaries(seconds: int, text: str) -> None:
         (["token_limit_exceeded"], True),
         (["request_limit_exceeded"], True),
         (["token_limit_exceeded", "token_limit_exceeded"], True),
+        (["token_limit_exceeded", "request_limit_exceeded"], True),  # every capacity code at once
         (["token_limit_exceeded", "invalid_json_line"], False),  # the input is wrong too: fixing it comes first
         (["invalid_json_line"], False),
         (["model_not_found"], False),
