@@ -26,6 +26,7 @@ __all__ = [
     "PollErrorBudget",
     "Step",
     "WaitPolicy",
+    "killed_by_user",
 ]
 
 
@@ -216,3 +217,11 @@ class BatchWaitDecision:
             f"Timed out after {self.policy.timeout:.0f}s waiting for batch {self.batch_id}; it is still running and "
             "was not cancelled. Raise the timeout, or wait for it with OpenAIBatchSensor."
         )
+
+
+def killed_by_user(task_state: str | None) -> bool:
+    """Whether a trigger stopped by Airflow means its task was killed: only when the task no longer waits on it.
+
+    :param task_state: the task instance's state now (``"None"`` once cleared), ``None`` when it is unknown.
+    """
+    return task_state is not None and task_state != "deferred"

@@ -29,6 +29,7 @@ from airflow_provider_openai_batch.wait_decision import (
     KeepWaiting,
     PollErrorBudget,
     WaitPolicy,
+    killed_by_user,
 )
 
 #: Every status this version knows, and one it does not (the API adds statuses; gateways invent them).
@@ -212,3 +213,19 @@ def test_budget_tolerates_exactly_the_transient_errors(error_name: str) -> None:
 def test_budget_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="max_consecutive_errors"):
         PollErrorBudget(-1)
+
+
+@pytest.mark.parametrize(
+    ("state", "killed"),
+    [
+        ("deferred", False),  # the trigger moved to another triggerer: the task still waits on it
+        (None, False),  # unknown: never cancel what no one asked to cancel
+        ("failed", True),
+        ("success", True),
+        ("None", True),  # cleared
+        ("scheduled", True),
+        ("up_for_retry", True),
+    ],
+)
+def test_a_stopped_trigger_is_a_kill_only_when_its_task_no_longer_waits(state: str | None, killed: bool) -> None:
+    assert killed_by_user(state) is killed

@@ -71,6 +71,7 @@ def kill_group(popen: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
     if popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(popen.pid, signal.SIGTERM)
+            os.killpg(popen.pid, signal.SIGCONT)  # a frozen group acts on SIGTERM only once it runs again
         with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace)
     # Children (task runners, gunicorn/uvicorn workers) may outlive the leader: kill the whole group.
@@ -241,19 +242,29 @@ class AirflowStack:
         generated = self.home / "simple_auth_manager_passwords.json.generated"
         return str(json.loads(generated.read_text())["admin"])
 
-    def start_component(self, name: str) -> Proc:
-        suffix = f".{self._restarts}" if name in self.procs else ""
-        log_path = self.proc_logs_dir / f"{name}{suffix}.log"
+    def start_component(self, name: str, key: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        """Start ``airflow <name>``; ``key`` (default ``name``) names a second instance, e.g. another triggerer,
+        and ``env`` overrides its environment (its own log-server port, say)."""
+        key = key or name
+        suffix = f".{self._restarts}" if key in self.procs else ""
+        log_path = self.proc_logs_dir / f"{key}{suffix}.log"
         popen = subprocess.Popen(
             [self.python, "-m", "airflow", name],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=self.home,
         )
-        self.procs[name] = Proc(name, popen, log_path)
-        return self.procs[name]
+        self.procs[key] = Proc(key, popen, log_path)
+        return self.procs[key]
+
+    def freeze_component(self, key: str) -> None:
+        """SIGSTOP a component's whole process group: it stops heartbeating, as a hung or partitioned host."""
+        os.killpg(self.procs[key].popen.pid, signal.SIGSTOP)
+
+    def thaw_component(self, key: str) -> None:
+        os.killpg(self.procs[key].popen.pid, signal.SIGCONT)
 
     def restart_component(self, name: str) -> Proc:
         """Stop a component gracefully (SIGTERM, as a deploy would) and start a fresh one."""

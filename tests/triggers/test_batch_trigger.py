@@ -7,6 +7,7 @@ import importlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -281,14 +282,80 @@ async def test_run_closes_its_client(openai_conn: EmulatorServer, monkeypatch: p
 # -- on_kill ---------------------------------------------------------------------------------------------
 
 
-async def test_on_kill_cancels_the_batch_when_asked(openai_conn: EmulatorServer) -> None:
+def task_now(
+    trigger: OpenAIBatchTrigger, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int = -1
+) -> list[dict[str, Any]]:
+    """Bind ``trigger`` to a task instance whose state, asked through the Task SDK, is ``state``."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    trigger.task_instance = SimpleNamespace(dag_id="dag", task_id="task", run_id="run_1", map_index=map_index)  # type: ignore[assignment]
+    key = "task" if map_index < 0 else f"task_{map_index}"
+    asked: list[dict[str, Any]] = []
+
+    def get_task_states(**query: Any) -> dict[str, dict[str, Any]]:
+        asked.append(query)
+        return {"run_1": {key: state}}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    return asked
+
+
+@pytest.mark.parametrize(("state", "map_index"), [("failed", -1), ("success", -1), (None, -1), ("failed", 3)])
+async def test_on_kill_cancels_the_batch_when_the_task_was_killed(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int
+) -> None:
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(openai_conn, batch.id, "in_progress")
+    trigger = make_trigger(batch.id, cancel_on_kill=True)
+    asked = task_now(trigger, monkeypatch, state, map_index)  # marked failed / success, or cleared (None)
 
-    await make_trigger(batch.id, cancel_on_kill=True).on_kill()
+    await trigger.on_kill()
+
+    assert asked == [
+        {"dag_id": "dag", "task_ids": ["task"], "run_ids": ["run_1"], "map_index": None if map_index < 0 else map_index}
+    ]
 
     assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 1
     assert openai_conn.get_batch(batch.id)["status"] in ("cancelling", "cancelled")
+
+
+async def test_on_kill_leaves_the_batch_alone_when_the_task_still_waits(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one: the task is still deferred.
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    wait_for_status(openai_conn, batch.id, "in_progress")
+    trigger = make_trigger(batch.id, cancel_on_kill=True)
+    task_now(trigger, monkeypatch, "deferred")
+
+    await trigger.on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
+    assert openai_conn.get_batch(batch.id)["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("why", ["no_task_instance", "lookup_fails", "task_not_found"])
+async def test_on_kill_leaves_the_batch_alone_when_the_task_state_is_unknown(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    batch = new_batch(4, metadata={"emulator": "hold"})
+    wait_for_status(openai_conn, batch.id, "in_progress")
+    trigger = make_trigger(batch.id, cancel_on_kill=True)
+    if why != "no_task_instance":
+        task_now(trigger, monkeypatch, "failed")
+
+        def broken(**_: Any) -> dict[str, Any]:
+            if why == "lookup_fails":
+                raise RuntimeError("API server unreachable")
+            return {}
+
+        monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(broken))
+
+    await trigger.on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
 
 
 async def test_on_kill_leaves_the_batch_alone_by_default(openai_conn: EmulatorServer) -> None:
@@ -301,9 +368,13 @@ async def test_on_kill_leaves_the_batch_alone_by_default(openai_conn: EmulatorSe
     assert openai_conn.get_batch(batch.id)["status"] == "in_progress"
 
 
-async def test_on_kill_of_a_finished_batch_does_not_raise(openai_conn: EmulatorServer) -> None:
+async def test_on_kill_of_a_finished_batch_does_not_raise(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     batch = batch_in_status(openai_conn, "completed")
-    await make_trigger(batch.id, cancel_on_kill=True).on_kill()
+    trigger = make_trigger(batch.id, cancel_on_kill=True)
+    task_now(trigger, monkeypatch, "failed")
+    await trigger.on_kill()
     assert openai_conn.get_batch(batch.id)["status"] == "completed"
 
 
