@@ -321,7 +321,16 @@ class AirflowStack:
 
     def api(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token()}"}
-        resp = self._http.request(method, f"{self.api_url}{path}", headers=headers, timeout=30, **kwargs)
+        # A GET is read again once if the API server (one worker, SQLite) was too busy to answer in time on a
+        # loaded machine; nothing else is resent.
+        attempts = 2 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self._http.request(method, f"{self.api_url}{path}", headers=headers, timeout=30, **kwargs)
+                break
+            except requests.Timeout:
+                if attempt == attempts:
+                    raise
         if resp.status_code not in expect:
             raise RuntimeError(f"{method} {path} -> {resp.status_code}: {resp.text[:2000]}")
         return resp.json() if resp.content else None
@@ -401,6 +410,17 @@ class AirflowStack:
                 return ti
             time.sleep(0.2)
         raise TimeoutError(f"{task_id} never reached {states} (last {ti.get('state')})\n{self.diagnostics()}")
+
+    def failed_task_logs(self, dag_id: str, run_id: str, lines: int = 40) -> str:
+        """The last lines of every log file of the run's failed tasks, so that a failed assertion says why."""
+        failed = {ti["task_id"] for ti in self.task_instances(dag_id, run_id) if ti["state"] == "failed"}
+        folder = self.logs_dir / f"dag_id={dag_id}" / f"run_id={run_id}"
+        parts = []
+        for task_id in sorted(failed):
+            for path in sorted((folder / f"task_id={task_id}").rglob("*.log")):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path.relative_to(folder)} ---\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.procs.values())

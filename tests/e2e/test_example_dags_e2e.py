@@ -174,7 +174,10 @@ def test_every_other_example_succeeds(airflow: AirflowStack) -> None:
     runs = {dag_id: airflow.trigger(dag_id, conf) for dag_id, conf in confs.items()}
     for dag_id, run_id in runs.items():
         state = airflow.wait_for_run(dag_id, run_id, timeout=150, on_poll=StateWatcher(airflow))
-        assert state == "success", f"{dag_id}: {states_of(airflow, dag_id, run_id)}\n{airflow.diagnostics()}"
+        assert state == "success", (
+            f"{dag_id}: {states_of(airflow, dag_id, run_id)}\n{airflow.failed_task_logs(dag_id, run_id)}\n"
+            f"{airflow.diagnostics()}"
+        )
 
     answers = airflow.xcom(WAIT_IN_CREATE, runs[WAIT_IN_CREATE], "answers")
     assert sorted(answers) == ["q0", "q1", "q2"]
