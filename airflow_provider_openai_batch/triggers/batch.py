@@ -10,8 +10,9 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.outcome import describe_progress
+from airflow_provider_openai_batch.triggers._kill import cancel_if_killed
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
-from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy, killed_by_user
+from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
 
 __all__ = ["EVENT_ERROR", "EVENT_TERMINAL", "OpenAIBatchTrigger"]
 
@@ -19,10 +20,6 @@ log = logging.getLogger(__name__)
 
 #: Event status: the batch reached a terminal status; ``event["batch"]`` holds it as plain JSON.
 EVENT_TERMINAL = "terminal"
-#: Seconds ``on_kill`` waits for the task instance's state before it leaves the batch alone.
-STATE_LOOKUP_TIMEOUT = 60.0
-#: The on_kill work in flight (a reference keeps a shielded task from being garbage-collected).
-_SHIELDED: set[asyncio.Future[None]] = set()
 #: Event status: polling gave up; ``event["message"]`` says why, ``event["retryable"]`` whether a retry may help.
 EVENT_ERROR = "error"
 
@@ -141,35 +138,13 @@ class OpenAIBatchTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Cancel the batch when a user marks the deferred task failed/success or clears it (3.3+).
 
-        Airflow 3.3 calls ``on_kill`` on the same path when this triggerer lost the trigger to another one
-        (missed heartbeats, HA pairs, rolling restarts) while the task still waits there. So the batch is
-        cancelled only when the task instance is no longer deferred; when that cannot be told, it is left
-        running (never cancel what no one asked to cancel).
+        Not when this triggerer merely lost the trigger to another one while the task still waits there
+        (see :mod:`~airflow_provider_openai_batch.triggers._kill`): never cancel what no one asked to cancel.
         """
-        if not self.cancel_on_kill:
-            return
-        # Reading the task's state can outlast the triggerer's next round, which cancels a running on_kill
-        # again: the check and the cancel run shielded, and finish on their own.
-        work = asyncio.ensure_future(self._cancel_if_killed())
-        _SHIELDED.add(work)
-        work.add_done_callback(_SHIELDED.discard)
-        await asyncio.shield(work)
+        if self.cancel_on_kill:
+            await cancel_if_killed(self, f"batch {self.batch_id}", self._cancel)
 
-    async def _cancel_if_killed(self) -> None:
-        try:
-            state = await self._task_state()
-        except Exception as exc:
-            state, why = None, f"its task's state could not be read ({type(exc).__name__}: {exc})"
-        else:
-            why = "its task's state is unknown" if state is None else f"its task is {state}"
-        if not killed_by_user(state):
-            self.log.warning(
-                "Trigger for batch %s stopped here, but %s: not cancelling the batch (a trigger that moved to "
-                "another triggerer is not a kill)",
-                self.batch_id,
-                why,
-            )
-            return
+    async def _cancel(self, why: str) -> None:
         hook = self._hook()
         try:
             batch = await hook.acancel_batch(self.batch_id)
@@ -180,28 +155,3 @@ class OpenAIBatchTrigger(BaseTrigger):
             self.log.warning("Task was killed but cancelling batch %s failed: %s", self.batch_id, exc)
         finally:
             await hook.aclose()
-
-    async def _task_state(self) -> str | None:
-        """The state of the task instance deferred on this trigger, read now through the triggerer's API client.
-
-        ``None`` when the trigger runs without a task instance (outside a triggerer).
-        """
-        ti = getattr(self, "task_instance", None)
-        if ti is None:
-            return None
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-        from asgiref.sync import sync_to_async
-
-        map_index = ti.map_index if ti.map_index is not None else -1
-        # In its own thread (not asgiref's one shared thread, which other sync calls may hold), and bounded: on
-        # SQLite the triggerer can take ~25 s to answer.
-        lookup = sync_to_async(RuntimeTaskInstance.get_task_states, thread_sensitive=False)(
-            dag_id=ti.dag_id,
-            task_ids=[ti.task_id],
-            run_ids=[ti.run_id],
-            map_index=map_index if map_index >= 0 else None,
-        )
-        states = await asyncio.wait_for(lookup, timeout=STATE_LOOKUP_TIMEOUT)
-        key = ti.task_id if map_index < 0 else f"{ti.task_id}_{map_index}"
-        state = states.get(ti.run_id, {}).get(key)
-        return None if state is None and key not in states.get(ti.run_id, {}) else str(state)

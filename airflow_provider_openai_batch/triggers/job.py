@@ -11,6 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.job.verdict import describe_job_progress
 from airflow_provider_openai_batch.models import Batch, BatchStatus
+from airflow_provider_openai_batch.triggers._kill import cancel_if_killed
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
@@ -158,9 +159,15 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """Cancel every shard batch not known to be finished when a user kills the deferred task (3.3+)."""
-        if not self.cancel_on_kill:
-            return
+        """Cancel every shard batch not known to be finished when a user kills the deferred task (3.3+).
+
+        Not when this triggerer merely lost the trigger to another one while the task still waits there
+        (see :mod:`~airflow_provider_openai_batch.triggers._kill`).
+        """
+        if self.cancel_on_kill:
+            await cancel_if_killed(self, f"the {len(self.batch_ids)} shard batches of a job", self._cancel_unfinished)
+
+    async def _cancel_unfinished(self, why: str) -> None:
         hook = self._hook()
         try:
             for batch_id in self.batch_ids:
@@ -169,7 +176,10 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                 try:
                     batch = await hook.acancel_batch(batch_id)
                     self.log.info(
-                        "Task was killed: cancel requested for batch %s, now %s", batch_id, batch.status.value
+                        "Task was killed (%s): cancel requested for batch %s, now %s",
+                        why,
+                        batch_id,
+                        batch.status.value,
                     )
                 except Exception as exc:
                     self.log.warning("Task was killed but cancelling batch %s failed: %s", batch_id, exc)

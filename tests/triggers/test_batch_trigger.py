@@ -7,11 +7,11 @@ import importlib
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from batch_testkit import batch_in_status, invalid_jsonl, new_batch, wait_for_status
+from kill_kit import task_now
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
@@ -280,24 +280,6 @@ async def test_run_closes_its_client(openai_conn: EmulatorServer, monkeypatch: p
 
 
 # -- on_kill ---------------------------------------------------------------------------------------------
-
-
-def task_now(
-    trigger: OpenAIBatchTrigger, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int = -1
-) -> list[dict[str, Any]]:
-    """Bind ``trigger`` to a task instance whose state, asked through the Task SDK, is ``state``."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    trigger.task_instance = SimpleNamespace(dag_id="dag", task_id="task", run_id="run_1", map_index=map_index)  # type: ignore[assignment]
-    key = "task" if map_index < 0 else f"task_{map_index}"
-    asked: list[dict[str, Any]] = []
-
-    def get_task_states(**query: Any) -> dict[str, dict[str, Any]]:
-        asked.append(query)
-        return {"run_1": {key: state}}
-
-    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
-    return asked
 
 
 @pytest.mark.parametrize(("state", "map_index"), [("failed", -1), ("success", -1), (None, -1), ("failed", 3)])

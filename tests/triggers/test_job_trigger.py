@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from batch_testkit import invalid_jsonl, new_batch, wait_for_status
+from kill_kit import task_now
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
@@ -86,11 +87,14 @@ async def test_transient_errors_are_tolerated_and_permanent_ones_end_the_wait(op
     assert error["status"] == EVENT_ERROR and error["batch_id"] == "batch_gone" and not error["retryable"]
 
 
-async def test_on_kill_cancels_every_unfinished_shard(openai_conn: EmulatorServer) -> None:
+async def test_on_kill_cancels_every_unfinished_shard(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     done = new_batch(2).id
     wait_for_status(openai_conn, done, "completed")
     held = [new_batch(2, metadata={"emulator": "hold"}).id for _ in range(2)]
     trigger = make_trigger([done, *held], cancel_on_kill=True)
+    task_now(trigger, monkeypatch, "failed")  # a user marked the deferred task failed
     task = asyncio.ensure_future(collect(trigger))
     for _ in range(500):
         if done in trigger._finished:
@@ -110,3 +114,22 @@ async def test_on_kill_does_nothing_without_cancel_on_kill(openai_conn: Emulator
     held = new_batch(2, metadata={"emulator": "hold"}).id
     await make_trigger([held]).on_kill()
     assert openai_conn.get_batch(held)["status"] != "cancelling"
+
+
+@pytest.mark.parametrize("state", ["deferred", "unknown"])
+async def test_on_kill_leaves_every_shard_alone_unless_the_task_was_killed(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one while the task is still
+    # deferred; with no readable task state either, nothing is cancelled.
+    held = [new_batch(2, metadata={"emulator": "hold"}).id for _ in range(2)]
+    for batch_id in held:
+        wait_for_status(openai_conn, batch_id, "in_progress")
+    trigger = make_trigger(held, cancel_on_kill=True)
+    if state == "deferred":
+        task_now(trigger, monkeypatch, "deferred")
+
+    await trigger.on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
+    assert {openai_conn.get_batch(batch_id)["status"] for batch_id in held} == {"in_progress"}
