@@ -229,3 +229,40 @@ def test_budget_must_not_be_negative() -> None:
 )
 def test_a_stopped_trigger_is_a_kill_only_when_its_task_no_longer_waits(state: str | None, killed: bool) -> None:
     assert killed_by_user(state) is killed
+
+
+# -- Boundaries pinned by make mutate ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interval", [0.5, 1, 60.0])
+def test_any_positive_poll_interval_is_accepted(interval: float) -> None:
+    assert WaitPolicy(poll_interval=interval).poll_interval == interval
+
+
+@pytest.mark.parametrize("interval", [0, -1, float("nan"), float("inf")])
+def test_poll_interval_must_be_positive_and_finite(interval: float) -> None:
+    with pytest.raises(ValueError, match="poll interval"):
+        WaitPolicy(poll_interval=interval)
+
+
+@pytest.mark.parametrize("timeout", [0, 0.5, None])
+def test_wait_timeout_of_zero_or_a_fraction_is_accepted(timeout: float | None) -> None:
+    assert WaitPolicy(timeout=timeout).timeout == timeout
+
+
+def test_budget_is_exhausted_only_past_its_size() -> None:
+    budget = PollErrorBudget(2)
+    assert budget.tolerates(ServerError("503", status_code=503))
+    assert budget.tolerates(ServerError("503", status_code=503))
+    assert not budget.exhausted  # exactly the budget: still waiting
+    assert not budget.tolerates(ServerError("503", status_code=503))
+    assert budget.exhausted
+
+
+def test_decisions_and_policies_are_immutable() -> None:
+    with pytest.raises(AttributeError):
+        WaitPolicy().poll_interval = 1  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        KeepWaiting().warning = "x"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        GiveUp(message="m", retryable=False).message = "x"  # type: ignore[misc]

@@ -25,7 +25,7 @@ from airflow_provider_openai_batch.exceptions import (
 from airflow_provider_openai_batch.hooks._errors import api_error, decode_json, is_ambiguous, transport_error
 from airflow_provider_openai_batch.hooks._request import ApiRequest
 from airflow_provider_openai_batch.hooks._settings import DEFAULT_BASE_URL, ConnectionSettings
-from airflow_provider_openai_batch.hooks._transport import RetryState
+from airflow_provider_openai_batch.hooks._transport import FailedAttempt, RetryPolicy, RetryState
 
 KEY = "sk-test-SECRET-1234"
 GET = ApiRequest("GET", "/batches/batch_1")
@@ -235,3 +235,54 @@ class TestApiError:
         assert is_ambiguous(BadRequestError("x")) is False
         assert is_ambiguous(RateLimitError("x")) is False
         assert "after" not in str(transport_error(GET, "read", OSError("x"), 0))
+
+
+class TestRetryPolicyRules:
+    """The policy's tables and boundaries, status by status (pinned by make mutate)."""
+
+    @pytest.mark.parametrize("status", range(400, 600))
+    def test_which_statuses_are_repeated(self, status: int) -> None:
+        policy = RetryPolicy()
+        assert policy.should_retry(GET, FailedAttempt(status=status), 0) is (status in {408, 429, 500, 502, 503, 504})
+        hinted = FailedAttempt(status=status, headers={"retry-after": "1"})
+        assert policy.should_retry(GET, hinted, 0) is (status in {408, 413, 429, 500, 502, 503, 504})
+        assert policy.should_retry(POST, hinted, 0) is (status == 429)  # a create repeats only a refusal
+
+    def test_the_budget_is_a_ceiling(self) -> None:
+        policy = RetryPolicy(max_retries=2)
+        assert [policy.should_retry(GET, FailedAttempt(status=503), n) for n in range(5)] == [
+            True, True, False, False, False,
+        ]  # fmt: skip
+
+    def test_a_hint_of_exactly_the_cap_is_obeyed(self) -> None:
+        policy = RetryPolicy(max_retry_after=5)
+        assert policy.should_retry(GET, FailedAttempt(status=503, headers={"retry-after": "5"}), 0)
+        assert not policy.should_retry(GET, FailedAttempt(status=503, headers={"retry-after": "5.5"}), 0)
+
+    @pytest.mark.parametrize(("value", "repeated"), [("false", False), ("FALSE", False), ("true", True), ("", True)])
+    def test_x_should_retry(self, value: str, repeated: bool) -> None:
+        attempt = FailedAttempt(status=503, headers={"x-should-retry": value})
+        assert RetryPolicy().should_retry(GET, attempt, 0) is repeated
+
+    @pytest.mark.parametrize(
+        ("headers", "hint"),
+        [({"retry-after": "-5"}, 0.0), ({"retry-after": "0"}, 0.0), ({"retry-after-ms": "-100"}, 0.0),
+         ({"retry-after": ""}, None), ({}, None), ({"retry-after": " 2 "}, 2.0)],
+    )  # fmt: skip
+    def test_hints_are_never_negative(self, headers: dict[str, str], hint: float | None) -> None:
+        assert FailedAttempt(status=429, headers=headers).hint() == hint
+
+    def test_http_date_hints_count_from_now(self) -> None:
+        import time
+        from email.utils import formatdate
+
+        past = FailedAttempt(status=429, headers={"retry-after": formatdate(time.time() - 600, usegmt=True)})
+        assert past.hint() == 0.0
+        ahead = FailedAttempt(status=429, headers={"retry-after": formatdate(time.time() + 120, usegmt=True)})
+        assert 100 < (ahead.hint() or 0) <= 121
+
+    def test_attempts_and_policies_are_immutable(self) -> None:
+        with pytest.raises(AttributeError):
+            FailedAttempt(status=503).status = 500  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            RetryPolicy().max_retries = 1  # type: ignore[misc]
