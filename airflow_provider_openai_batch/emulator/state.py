@@ -150,6 +150,9 @@ class BatchRecord:
     result_created: int = 0
     output_file_id: str | None = None
     error_file_id: str | None = None
+    enqueued_tokens: int = 0  # input tokens of its requests, counted against the model's enqueued limit
+    running_from: float | None = None  # when it entered in_progress
+    running_until: float | None = None  # when it left in_progress
 
 
 _STAMP_KEYS = (
@@ -185,6 +188,11 @@ class Store:
         self.batches_created = 0
         self.files_uploaded = 0
         self.in_flight = 0
+        #: Enqueued-token limit per model (``None``: unlimited): a batch whose input tokens, added to those of
+        #: the model's batches ``in_progress`` when it is validated, exceed it fails with ``token_limit_exceeded``.
+        self.enqueued_token_limit: int | None = None
+        #: The most batches of each model seen ``in_progress`` at once (for tests of client-side admission).
+        self.peak_in_progress: dict[str, int] = {}
 
     # ------------------------------------------------------------------ helpers
     def _next_seq(self) -> int:
@@ -436,6 +444,8 @@ class Store:
                     b.requests = []
                 b.status = "cancelling"
                 b.since = now
+                if b.running_from is not None and b.running_until is None:
+                    b.running_until = now
                 b.stamps["cancelling_at"] = int(now)
             return self._batch_json(b, now)
 
@@ -490,6 +500,7 @@ class Store:
                     self._finish(b, "expired", t, len(b.requests or []) // 2)
                     return
                 b.status, b.since = "finalizing", t
+                b.running_until = t
                 b.stamps["finalizing_at"] = int(t)
             elif b.status == "finalizing":
                 if now < t:
@@ -619,6 +630,22 @@ class Store:
         if errors:
             self._fail(b, t, errors)
             return
+        own = sum(r.input_tokens for r, _ in reqs)
+        running = self._running(first_model, b, t) if first_model is not None else []
+        limit = self.enqueued_token_limit
+        if limit is not None and sum(o.enqueued_tokens for o in running) + own > limit:
+            full = {
+                "code": "token_limit_exceeded",
+                "message": f"Enqueued token limit reached for {first_model} in organization org-emulator. "
+                f"Limit: {limit} enqueued tokens. Please try again once some in_progress batches have been completed.",
+                "param": None,
+                "line": None,
+            }
+            self._fail(b, t, [full])
+            return
+        if first_model is not None:
+            self.peak_in_progress[first_model] = max(self.peak_in_progress.get(first_model, 0), len(running) + 1)
+        b.enqueued_tokens, b.running_from = own, t
         ordered = [r for r, _ in sorted(reqs, key=lambda p: p[1])]
         b.requests = ordered
         b.ok_prefix = [0, *accumulate(int(r.ok) for r in ordered)]
@@ -629,12 +656,26 @@ class Store:
         b.status, b.since = "in_progress", t
         b.stamps["in_progress_at"] = created
 
+    def _running(self, model: str, b: BatchRecord, t: float) -> list[BatchRecord]:
+        """The other batches of ``model`` that are ``in_progress`` at time ``t``."""
+        running = []
+        for o in self._batches.values():
+            if o is b or o.model != model or o.running_from is None or o.running_from > t:
+                continue
+            if o.status == "in_progress":
+                self._advance(o, t)  # only moves on from in_progress: no validation recursion
+            if o.running_until is None or o.running_until > t:
+                running.append(o)
+        return running
+
     def _read_line(self, fh: Any, r: RequestInfo) -> JSON:
         fh.seek(r.offset)
         obj: JSON = json.loads(fh.read(r.length))
         return obj
 
     def _finish(self, b: BatchRecord, status: str, t: float, done: int) -> None:
+        if b.running_from is not None and b.running_until is None:
+            b.running_until = t
         reqs = b.requests or []
         done = max(0, min(done, len(reqs)))
         when = int(t)

@@ -90,6 +90,12 @@ def build_manifest(
         ],
         "resubmitted": sum(shard.requests for shard, _ in shards if shard.round > 0),
         "retryable_left": stats.retryable if stats is not None else None,
+        # Admission under max_enqueued_tokens: time during which a shard waited for capacity, and how many
+        # times a shard batch failed with token_limit_exceeded and was put back in the queue.
+        "capacity": {
+            "wait_seconds": round(plan.capacity_wait_seconds, 3),
+            "token_limit_retries": sum(shard.capacity_retries for shard in plan.shards),
+        },
         "usage": total_usage([batch for _, batch in shards]),
         "verdict": verdict,
         "reason": reason,

@@ -26,6 +26,8 @@ class ShardInfo:
     :param batch_id: the batch made from it, once it exists.
     :param reused: the batch was found (created by an earlier try), not created by this try.
     :param round: 0 for the input's shards; ``r`` for the shards of the ``r``-th resubmission of failed lines.
+    :param capacity_retries: times its batch failed with ``token_limit_exceeded`` and was put back in the queue.
+    :param not_before: epoch seconds before which it is not submitted again (back-off after such a failure).
     """
 
     index: int
@@ -38,6 +40,8 @@ class ShardInfo:
     batch_id: str | None = None
     reused: bool = False
     round: int = 0
+    capacity_retries: int = 0
+    not_before: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +55,8 @@ class ShardInfo:
             "batch_id": self.batch_id,
             "reused": self.reused,
             "round": self.round,
+            "capacity_retries": self.capacity_retries,
+            "not_before": self.not_before,
         }
 
     @classmethod
@@ -66,6 +72,8 @@ class ShardInfo:
             batch_id=data.get("batch_id"),
             reused=bool(data.get("reused")),
             round=int(data.get("round") or 0),
+            capacity_retries=int(data.get("capacity_retries") or 0),
+            not_before=float(data["not_before"]) if data.get("not_before") is not None else None,
         )
 
     def with_batch(self, batch_id: str, *, reused: bool) -> ShardInfo:
@@ -85,6 +93,8 @@ class JobPlan:
     :param leading_ids: every line starts with its ``custom_id`` (checked while splitting), so the merge may
         read ids without parsing whole lines.
     :param shards: the shards, by index.
+    :param capacity_wait_seconds: time so far during which a shard waited for capacity (enqueued limit).
+    :param waiting_since: epoch seconds since which a shard waits for capacity, ``None`` when none does.
     """
 
     source: str
@@ -95,6 +105,8 @@ class JobPlan:
     limits: ShardLimits
     leading_ids: bool
     shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
+    capacity_wait_seconds: float = 0.0
+    waiting_since: float | None = None
 
     @property
     def rounds(self) -> int:
@@ -118,6 +130,8 @@ class JobPlan:
             "limits": self.limits.to_dict(),
             "leading_ids": self.leading_ids,
             "shards": [shard.to_dict() for shard in self.shards],
+            "capacity_wait_seconds": self.capacity_wait_seconds,
+            "waiting_since": self.waiting_since,
         }
 
     @classmethod
@@ -131,4 +145,6 @@ class JobPlan:
             limits=ShardLimits.from_dict(dict(data["limits"])),
             leading_ids=bool(data.get("leading_ids")),
             shards=tuple(ShardInfo.from_dict(item) for item in data.get("shards") or ()),
+            capacity_wait_seconds=float(data.get("capacity_wait_seconds") or 0.0),
+            waiting_since=float(data["waiting_since"]) if data.get("waiting_since") is not None else None,
         )

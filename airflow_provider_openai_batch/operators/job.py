@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -84,6 +85,14 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param max_resubmits: rounds of resubmission: after the shard batches end, the lines that failed for a
         passing reason (expired, HTTP 408/429/5xx, timeouts) run again as new batches, up to this many times;
         lines whose request is at fault (400 ``invalid_request_error``, content policy) never do.
+    :param max_enqueued_tokens: the organization's enqueued-token limit for the job's model (or the share of it
+        this job may use). Shard batches are then admitted under it: a shard is submitted only while its
+        estimated tokens plus those of the model's shard batches still running fit, and the rest follow as
+        earlier ones finish (the deferred task wakes, submits and defers again, holding no worker slot
+        meanwhile). The estimate of a shard is its size in bytes, an upper bound on its input tokens; shards
+        are cut to fit the limit alone. A shard batch that still fails with ``token_limit_exceeded`` is put
+        back in the queue after a doubling back-off (up to 8 times), not counted as a failure of its lines.
+        Resubmission rounds (``max_resubmits``) are not admitted under it.
     :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
         USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
         Used for the ``estimate`` and ``cost`` XComs.
@@ -125,6 +134,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         cancel_on_kill: bool = True,
         max_consecutive_errors: int = 10,
         max_resubmits: int = 0,
+        max_enqueued_tokens: int | None = None,
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
@@ -153,6 +163,11 @@ class OpenAIBatchJobOperator(BaseOperator):
         if isinstance(max_resubmits, bool) or not isinstance(max_resubmits, int) or max_resubmits < 0:
             raise ValueError(f"max_resubmits must be an integer >= 0, got {max_resubmits!r}")
         self.max_resubmits = max_resubmits
+        if max_enqueued_tokens is not None and (
+            isinstance(max_enqueued_tokens, bool) or not isinstance(max_enqueued_tokens, int) or max_enqueued_tokens < 1
+        ):
+            raise ValueError(f"max_enqueued_tokens must be a positive integer or None, got {max_enqueued_tokens!r}")
+        self.max_enqueued_tokens = max_enqueued_tokens
         self.prices = prices
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
@@ -174,9 +189,12 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     def limits(self) -> ShardLimits:
         """The connection's per-batch limits (by API type, or its extras), narrowed by this task's own."""
+        max_bytes = self.max_bytes_per_batch
+        if self.max_enqueued_tokens is not None:  # a shard's estimate is its bytes: each shard fits the budget alone
+            max_bytes = min(max_bytes or self.max_enqueued_tokens, self.max_enqueued_tokens)
         return self.hook.settings.file_limits.narrowed(
             max_requests=self.max_requests_per_batch,
-            max_bytes=self.max_bytes_per_batch,
+            max_bytes=max_bytes,
             max_embedding_inputs=self.max_embedding_inputs_per_batch,
         )
 
@@ -228,8 +246,73 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
         plan = split.plan
+        if self.max_enqueued_tokens is not None:
+            return self._admit(context, plan, {}, split)
         shards, batches = self._submit_shards(split, self._keys(context, plan), Path(name).stem or "job")
         return plan.with_shards(shards), batches
+
+    def _admit(
+        self, context: Context, plan: JobPlan, batches: dict[str, Batch], split: SplitInput | None = None
+    ) -> tuple[JobPlan, dict[str, Batch]]:
+        """Submit the pending shards that fit under ``max_enqueued_tokens`` now (see :mod:`..job.admission`).
+
+        :param split: the input's shard files when at hand; else the input is split again (same shards, checked
+            by its hash), as after a deferral.
+        """
+        from dataclasses import replace
+
+        from airflow_provider_openai_batch.job.admission import admit, pending, requeue_capacity_failures
+        from airflow_provider_openai_batch.job.split import SplitInput
+        from airflow_provider_openai_batch.operators.input_file import InputFile
+
+        assert self.max_enqueued_tokens is not None
+        now = time.time()
+        plan, requeued = requeue_capacity_failures(plan, batches, now=now, poll_interval=self.poll_interval)
+        if requeued:
+            self.log.warning(
+                "%d shard batch(es) failed with token_limit_exceeded: they are submitted again after a back-off",
+                requeued,
+            )
+        chosen = admit(plan, batches, max_tokens=self.max_enqueued_tokens, now=now)
+        if chosen:
+            keys = self._keys(context, plan)
+            source = InputFile(self.input_file)
+            with contextlib.ExitStack() as stack:
+                if split is None:
+                    split = self._split_again(plan, source, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+                paths = dict(zip((shard.index for shard in split.plan.shards), split.paths, strict=True))
+                some = SplitInput(plan=plan.with_shards(chosen), paths=tuple(paths[s.index] for s in chosen))
+                shards, created = self._submit_shards(
+                    some, [keys[s.index] for s in chosen], Path(source.name).stem or "job"
+                )
+            by_index = {shard.index: shard for shard in shards}
+            plan = plan.with_shards([by_index.get(shard.index, shard) for shard in plan.shards])
+            batches = {**batches, **created}
+            context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
+        left = pending(plan)
+        if left:
+            self.log.info(
+                "Admission: %d shard(s) wait for capacity (max_enqueued_tokens=%d)", len(left), self.max_enqueued_tokens
+            )
+            if plan.waiting_since is None:
+                plan = replace(plan, waiting_since=now)
+        elif plan.waiting_since is not None:
+            waited = plan.capacity_wait_seconds + max(0.0, now - plan.waiting_since)
+            plan = replace(plan, capacity_wait_seconds=waited, waiting_since=None)
+        return plan, batches
+
+    def _split_again(self, plan: JobPlan, source: Any, work: Path) -> SplitInput:
+        """The input's shard files again (after a deferral): the same split, or a failure if the input changed."""
+        from airflow_provider_openai_batch.job.split import split_input
+
+        with source.open() as handle:
+            split = split_input(handle, work, endpoint=plan.endpoint, limits=plan.limits, source=plan.source)
+        if split.plan.sha256 != plan.sha256 or len(split.plan.shards) != len([s for s in plan.shards if s.round == 0]):
+            raise AirflowFailException(
+                f"The input {plan.source} changed while the job ran: its shards cannot be submitted. "
+                "Keep the input unchanged until the job ends."
+            )
+        return split
 
     def _submit_shards(
         self, split: SplitInput, keys: Sequence[str], stem: str
@@ -292,16 +375,27 @@ class OpenAIBatchJobOperator(BaseOperator):
         )
 
     def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
-        if self._judge(plan, batches).verdict is not Verdict.WAIT:
+        from airflow_provider_openai_batch.job.admission import pending
+
+        if self.max_enqueued_tokens is not None:
+            plan, batches = self._admit(context, plan, batches)
+        waiting = pending(plan)
+        if self._done_waiting(plan, batches):
             return self._finish(context, plan, batches)
         if self.deferrable:
             from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 
             timeout = as_seconds(self.wait_timeout)
+            batch_ids = plan.batch_ids
+            if self.max_enqueued_tokens is not None:  # wait on the running ones; the others are known
+                batch_ids = [b for b in batch_ids if b not in batches or not batches[b].status.is_terminal]
+            due = [shard.not_before for shard in waiting if shard.not_before is not None]
             self.defer(
                 trigger=OpenAIBatchJobTrigger(
                     conn_id=self.conn_id,
-                    batch_ids=plan.batch_ids,
+                    batch_ids=batch_ids,
+                    wake_on_finish=bool(waiting),
+                    wake_at=min(due) if due else None,
                     poll_interval=self.poll_interval,
                     cancel_on_kill=self.cancel_on_kill,
                     max_consecutive_errors=self.max_consecutive_errors,
@@ -311,9 +405,16 @@ class OpenAIBatchJobOperator(BaseOperator):
                 method_name="execute_complete",
                 timeout=timedelta(seconds=timeout) if timeout is not None else None,
             )
-        return self._finish(context, plan, self._poll(plan, batches))
+        return self._finish(context, *self._poll(context, plan, batches))
 
-    def _poll(self, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Batch]:
+    def _done_waiting(self, plan: JobPlan, batches: Mapping[str, Batch]) -> bool:
+        """Nothing left to wait for: a shard failed, or every shard has a batch and none runs."""
+        from airflow_provider_openai_batch.job.admission import pending
+
+        outcome = self._judge(plan, batches)
+        return outcome.reason == "shard_failed" or (not pending(plan) and outcome.verdict is not Verdict.WAIT)
+
+    def _poll(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
         """Wait in the worker: each shard batch fed to a wait decision of its own, as a single batch's wait."""
         from airflow_provider_openai_batch.job.verdict import describe_job_progress
         from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, GiveUp, KeepWaiting, WaitPolicy
@@ -325,10 +426,11 @@ class OpenAIBatchJobOperator(BaseOperator):
             max_consecutive_errors=self.max_consecutive_errors,
         )
         started = time.monotonic()
-        decisions = {batch_id: BatchWaitDecision(batch_id, policy, started_at=started) for batch_id in batches}
-        while self._judge(plan, batches).verdict is Verdict.WAIT:
+        decisions: dict[str, BatchWaitDecision] = {}
+        while not self._done_waiting(plan, batches):
             time.sleep(self.poll_interval)
             for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
+                decisions.setdefault(batch_id, BatchWaitDecision(batch_id, policy, started_at=started))
                 try:
                     batches[batch_id] = self.hook.retrieve_batch(batch_id)
                 except Exception as exc:
@@ -340,7 +442,9 @@ class OpenAIBatchJobOperator(BaseOperator):
                 if isinstance(step, KeepWaiting) and step.warning:
                     self.log.warning("%s", step.warning)
             self.log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
-        return batches
+            if self.max_enqueued_tokens is not None:
+                plan, batches = self._admit(context, plan, batches)
+        return plan, batches
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: every shard batch is terminal, or one failed."""
@@ -361,6 +465,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         for batch_id in job.batch_ids:
             if batch_id not in batches:
                 batches[batch_id] = self.hook.retrieve_batch(batch_id)
+        if self.max_enqueued_tokens is not None:  # submit what capacity allows now, then wait again
+            return self._wait(context, job, batches)
         return self._finish(context, job, batches)
 
     # -- merging and judging -------------------------------------------------------------------

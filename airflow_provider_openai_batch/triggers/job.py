@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,10 @@ class OpenAIBatchJobTrigger(BaseTrigger):
     :param plan: the job's plan (shards and line ranges, no rows, no secret), handed back in the event: the
         resumed task needs it, and defer ``kwargs`` do not survive every way of running a task (``dag.test()``).
     :param max_retries: retries per poll inside the hook.
+    :param wake_on_finish: fire as soon as one batch ends (the job's admission then submits shards that waited
+        for capacity), with every batch as last seen.
+    :param wake_at: epoch seconds at which to fire even if no batch ended (a shard's back-off is over);
+        ``batch_ids`` may then be empty.
     """
 
     def __init__(
@@ -55,10 +60,12 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         requests: int | None = None,
         plan: Mapping[str, Any] | None = None,
         max_retries: int = 2,
+        wake_on_finish: bool = False,
+        wake_at: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        if not batch_ids:
-            raise ValueError("a job trigger needs at least one batch id")
+        if not batch_ids and wake_at is None:
+            raise ValueError("a job trigger needs at least one batch id or a time to wake at")
         self.conn_id = conn_id
         self.batch_ids = list(batch_ids)
         self.poll_interval = float(poll_interval)
@@ -67,6 +74,8 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         self.requests = requests
         self.plan = dict(plan) if plan is not None else None
         self.max_retries = max_retries
+        self.wake_on_finish = wake_on_finish
+        self.wake_at = wake_at
         self._finished: set[str] = set()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -81,6 +90,8 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                 "requests": self.requests,
                 "plan": self.plan,
                 "max_retries": self.max_retries,
+                "wake_on_finish": self.wake_on_finish,
+                "wake_at": self.wake_at,
             },
         )
 
@@ -103,6 +114,10 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         try:
             while True:
                 pending = [b for b in self.batch_ids if b not in self._finished]
+                if not pending and self.wake_at is not None:  # only a back-off to wait out
+                    await asyncio.sleep(max(0.0, self.wake_at - time.time()))
+                    yield self._terminal(latest)
+                    return
                 answers = await asyncio.gather(*(self._next(subscriptions, b) for b in pending))
                 changed = False
                 for batch_id, answer in zip(pending, answers, strict=True):
@@ -128,14 +143,20 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                 if changed and latest:
                     self.log.info("%s", describe_job_progress(list(latest.values()), self.requests))
                 failed = any(batch.status is BatchStatus.FAILED for batch in latest.values())
-                if failed or len(self._finished) == len(self.batch_ids):
-                    batches = [b.to_dict() for b in latest.values()]
-                    payload = {"status": EVENT_TERMINAL, "batches": batches, "plan": self.plan}
-                    yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+                woken = (self.wake_on_finish and bool(self._finished)) or (
+                    self.wake_at is not None and time.time() >= self.wake_at
+                )
+                if failed or woken or len(self._finished) == len(self.batch_ids):
+                    yield self._terminal(latest)
                     return
         finally:
             for subscription in subscriptions.values():
                 subscription.close()
+
+    def _terminal(self, latest: Mapping[str, Batch]) -> TriggerEvent:
+        batches = [b.to_dict() for b in latest.values()]
+        payload = {"status": EVENT_TERMINAL, "batches": batches, "plan": self.plan}
+        return TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     async def _next(self, subscriptions: dict[str, Subscription], batch_id: str) -> Batch | Exception:
         """The batch as the poller's next round reports it, or the error that ended the request for it."""

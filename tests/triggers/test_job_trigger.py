@@ -45,9 +45,31 @@ def test_serializes_to_ids_only_and_rebuilds() -> None:
         "requests",
         "plan",
         "max_retries",
+        "wake_on_finish",
+        "wake_at",
     }
     with pytest.raises(ValueError, match="at least one"):
         make_trigger([])
+
+
+async def test_wake_on_finish_fires_when_one_shard_ends(openai_conn: EmulatorServer) -> None:
+    held = new_batch(3, metadata={"emulator": "hold"}).id
+    done = new_batch(2).id
+
+    (event,) = await collect(make_trigger([held, done], wake_on_finish=True))
+
+    statuses = {b["id"]: b["status"] for b in event["batches"]}
+    assert event["status"] == EVENT_TERMINAL and statuses[done] == "completed"
+    assert statuses[held] in ("validating", "in_progress")
+
+
+async def test_wake_at_fires_with_nothing_to_wait_on(openai_conn: EmulatorServer) -> None:
+    held = new_batch(3, metadata={"emulator": "hold"}).id
+    (alone,) = await collect(make_trigger([], wake_at=0.0))
+    (event,) = await collect(make_trigger([held], wake_at=0.0))
+
+    assert alone == {"status": EVENT_TERMINAL, "batches": [], "plan": None}
+    assert [b["id"] for b in event["batches"]] == [held]  # fired after one round although the batch runs
 
 
 async def test_one_event_once_every_shard_is_terminal(

@@ -1,0 +1,74 @@
+"""Admission of shard batches under the enqueued-token budget: FIFO per model, back-off, requeue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_openai_batch.job.admission import (
+    MAX_CAPACITY_RETRIES,
+    admit,
+    capacity_backoff,
+    pending,
+    requeue_capacity_failures,
+)
+from airflow_provider_openai_batch.job.limits import ShardLimits
+from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
+from airflow_provider_openai_batch.models import Batch
+
+
+def shard(i: int, size: int, model: str = "m", batch_id: str | None = None, **kw: Any) -> ShardInfo:
+    return ShardInfo(i, model, i + 1, i + 1, 1, size, 0, batch_id=batch_id, **kw)
+
+
+def plan(*shards: ShardInfo) -> JobPlan:
+    limits = ShardLimits(max_requests=10, max_bytes=1000, max_embedding_inputs=10)
+    return JobPlan("in", "0" * 64, len(shards), 0, "/v1/chat/completions", limits, True, tuple(shards))
+
+
+def batch(batch_id: str, status: str, code: str | None = None) -> Batch:
+    data: dict[str, Any] = {"id": batch_id, "status": status}
+    if code:
+        data["errors"] = {"data": [{"code": code, "message": "full"}]}
+    return Batch.from_dict(data)
+
+
+def test_admits_in_order_within_the_budget_per_model() -> None:
+    job = plan(shard(0, 40, batch_id="b0"), shard(1, 40), shard(2, 30), shard(3, 10, model="n"), shard(4, 10))
+    running = {"b0": batch("b0", "in_progress")}
+
+    chosen = admit(job, running, max_tokens=100, now=0)
+
+    # 40 runs; shard 1 fits (80), shard 2 would make 110: it and the later shard 4 of its model wait.
+    assert [s.index for s in chosen] == [1, 3]
+    assert [s.index for s in admit(job, {"b0": batch("b0", "completed")}, max_tokens=100, now=0)] == [1, 2, 3, 4]
+
+
+def test_a_shard_alone_is_admitted_whatever_its_size_and_back_off_is_respected() -> None:
+    assert [s.index for s in admit(plan(shard(0, 500)), {}, max_tokens=100, now=0)] == [0]
+    waiting = plan(shard(0, 10, not_before=50.0))
+    assert admit(waiting, {}, max_tokens=100, now=49) == []
+    assert [s.index for s in admit(waiting, {}, max_tokens=100, now=50)] == [0]
+
+
+def test_only_capacity_failures_are_requeued_with_a_growing_back_off() -> None:
+    job = plan(shard(0, 10, batch_id="b0"), shard(1, 10, batch_id="b1"), shard(2, 10, batch_id="b2", round=1))
+    seen = {
+        "b0": batch("b0", "failed", "token_limit_exceeded"),
+        "b1": batch("b1", "failed", "invalid_request"),
+        "b2": batch("b2", "failed", "token_limit_exceeded"),
+    }
+
+    again, requeued = requeue_capacity_failures(job, seen, now=100, poll_interval=5)
+
+    assert requeued == 1 and [s.index for s in pending(again)] == [0]
+    assert again.shards[0].capacity_retries == 1 and again.shards[0].not_before == 105
+    assert capacity_backoff(5, 3) == 20 and capacity_backoff(5, 40) == 3600
+    spent = plan(shard(0, 10, batch_id="b0", capacity_retries=MAX_CAPACITY_RETRIES))
+    assert requeue_capacity_failures(spent, seen, now=0, poll_interval=5)[1] == 0
+
+
+def test_the_plan_carries_admission_state_across_the_deferral() -> None:
+    job = plan(shard(0, 10, capacity_retries=2, not_before=7.5))
+    job = JobPlan.from_dict({**job.to_dict(), "capacity_wait_seconds": 3.5, "waiting_since": 1.0})
+    assert job.shards[0].capacity_retries == 2 and job.shards[0].not_before == 7.5
+    assert (job.capacity_wait_seconds, job.waiting_since) == (3.5, 1.0)
