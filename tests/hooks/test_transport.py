@@ -286,3 +286,19 @@ class TestRetryPolicyRules:
             FailedAttempt(status=503).status = 500  # type: ignore[misc]
         with pytest.raises(AttributeError):
             RetryPolicy().max_retries = 1  # type: ignore[misc]
+
+
+def test_policy_defaults_are_the_connection_defaults() -> None:
+    plain = ConnectionSettings.from_connection_fields("c", host=None, password=KEY, extra={})
+    assert RetryPolicy() == RetryPolicy.from_settings(plain)
+    assert (plain.max_retries, plain.backoff_factor, plain.backoff_max, plain.max_retry_after) == (5, 0.5, 30.0, 60.0)
+
+
+def test_backoff_doubles_from_the_second_retry_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(backoff_factor=1.0, backoff_max=100.0)
+    attempt = FailedAttempt(status=503)
+    assert policy.retry_delay(attempt, 0) == 0.0  # the first retry goes at once
+    for _ in range(200):
+        assert 2.0 <= policy.retry_delay(attempt, 1) <= 3.0
+        assert 8.0 <= policy.retry_delay(attempt, 3) <= 9.0
+        assert 100.0 <= policy.retry_delay(attempt, 10) <= 101.0
