@@ -302,3 +302,9 @@ def test_backoff_doubles_from_the_second_retry_with_jitter_and_a_cap() -> None:
         assert 2.0 <= policy.retry_delay(attempt, 1) <= 3.0
         assert 8.0 <= policy.retry_delay(attempt, 3) <= 9.0
         assert 100.0 <= policy.retry_delay(attempt, 10) <= 101.0
+
+
+@pytest.mark.parametrize(("status", "repeated"), [(429, False), (408, True), (500, True), (503, True)])
+def test_only_a_429_with_insufficient_quota_is_final(status: int, repeated: bool) -> None:
+    attempt = FailedAttempt(status=status, body=b'{"error": {"code": "insufficient_quota", "message": "m"}}')
+    assert RetryPolicy().should_retry(GET, attempt, 0) is repeated
