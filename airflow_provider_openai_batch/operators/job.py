@@ -248,7 +248,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         plan = split.plan
         if self.max_enqueued_tokens is not None:
             return self._admit(context, plan, {}, split)
-        shards, batches = self._submit_shards(split, self._keys(context, plan), Path(name).stem or "job")
+        shards, batches = self._submit_shards(context, split, self._keys(context, plan), Path(name).stem or "job")
         return plan.with_shards(shards), batches
 
     def _admit(
@@ -283,7 +283,7 @@ class OpenAIBatchJobOperator(BaseOperator):
                 paths = dict(zip((shard.index for shard in split.plan.shards), split.paths, strict=True))
                 some = SplitInput(plan=plan.with_shards(chosen), paths=tuple(paths[s.index] for s in chosen))
                 shards, created = self._submit_shards(
-                    some, [keys[s.index] for s in chosen], Path(source.name).stem or "job"
+                    context, some, [keys[s.index] for s in chosen], Path(source.name).stem or "job"
                 )
             by_index = {shard.index: shard for shard in shards}
             plan = plan.with_shards([by_index.get(shard.index, shard) for shard in plan.shards])
@@ -315,8 +315,9 @@ class OpenAIBatchJobOperator(BaseOperator):
         return split
 
     def _submit_shards(
-        self, split: SplitInput, keys: Sequence[str], stem: str
+        self, context: Context, split: SplitInput, keys: Sequence[str], stem: str
     ) -> tuple[list[ShardInfo], dict[str, Batch]]:
+        from airflow_provider_openai_batch.idempotency import look_back
         from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
 
         create = {
@@ -325,7 +326,10 @@ class OpenAIBatchJobOperator(BaseOperator):
             "metadata": self.metadata,
             "output_expires_after": self.output_expires_after,
         }
-        return ShardSubmitter(self.hook, self.log, create, track=self.batch_ids.append).submit(split, keys, stem)
+        submitter = ShardSubmitter(
+            self.hook, self.log, create, track=self.batch_ids.append, not_before=look_back(context).not_before
+        )
+        return submitter.submit(split, keys, stem)
 
     def _resubmit(
         self, context: Context, plan: JobPlan, batches: dict[str, Batch], merged: MergedJob, work: Path
@@ -350,7 +354,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             len(split.plan.shards),
         )
         stem = Path(InputFile(self.input_file).name).stem or "job"
-        shards, created = self._submit_shards(split, keys, f"{stem}.r{round_}")
+        shards, created = self._submit_shards(context, split, keys, f"{stem}.r{round_}")
         plan = plan.with_shards([*plan.shards, *shards])
         context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return self._wait(context, plan, {**batches, **created})

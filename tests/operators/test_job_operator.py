@@ -111,6 +111,27 @@ def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: Emu
     assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(9)]
 
 
+def test_a_clear_after_many_newer_batches_still_reuses_the_shard_batches(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    # A busy project creates more batches between two tries than a fixed look-back would read (1,000): the
+    # scan goes on back to when the DAG run could start, so nothing is created (and billed) twice.
+    write_jsonl(tmp_path / "in.jsonl", 9)
+    ti = FakeTI()
+    openai_conn.faults.add("POST /v1/batches", "status", status=400, after=2, times=1)
+    with pytest.raises(BadRequestError):
+        job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+    first = set(openai_conn.batches)
+    assert len(first) == 2
+    openai_conn.seed_batches(1_100)
+
+    manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+
+    assert openai_conn.counters.batches_created == 3
+    assert [s["reused"] for s in manifest["shards"]] == [True, True, False]
+    assert {s["batch_id"] for s in manifest["shards"][:2]} == first
+
+
 def test_deferrable_job_waits_once_for_every_shard(openai_conn: EmulatorServer, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", 7)
     ti = FakeTI()
