@@ -631,6 +631,8 @@ class Store:
             self._fail(b, t, errors)
             return
         own = sum(r.input_tokens for r, _ in reqs)
+        if self.enqueued_token_limit is not None:
+            self._validate_earlier(b, t)
         running = self._running(first_model, b, t) if first_model is not None else []
         limit = self.enqueued_token_limit
         if limit is not None and sum(o.enqueued_tokens for o in running) + own > limit:
@@ -655,6 +657,16 @@ class Store:
         b.result_created = created
         b.status, b.since = "in_progress", t
         b.stamps["in_progress_at"] = created
+
+    def _validate_earlier(self, b: BatchRecord, t: float) -> None:
+        """Validate first every batch whose validation ended before ``b``'s, as the service does: states are
+        worked out lazily, when a batch is read, so without this a batch not yet read would be missing from the
+        enqueued total and the limit would depend on the order in which clients poll. Only strictly earlier
+        batches are validated, so the recursion through their own ``_validate`` ends."""
+        mine = (t, b.created_time, b.id)
+        for o in list(self._batches.values()):
+            if o is not b and o.status == "validating" and (o.since + self._phase(o), o.created_time, o.id) < mine:
+                self._advance(o, t)
 
     def _running(self, model: str, b: BatchRecord, t: float) -> list[BatchRecord]:
         """The other batches of ``model`` that are ``in_progress`` at time ``t``."""
