@@ -22,21 +22,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import moto.server  # noqa: F401  (the dev group installs it on every leg: a missing one must fail, not skip)
 import pytest
+import s3fs
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.io import attach
+from airflow.sdk.io.store import _STORE_CACHE
+from batch_testkit import ENDPOINT, MODEL, FakeTI, context, set_connection
+from memory_tracing import traced_peak
 
-s3fs = pytest.importorskip("s3fs", reason="the object-storage tests need the dev group's s3fs and moto[server]")
-pytest.importorskip("moto.server", reason="the object-storage tests need the dev group's moto[server]")
-
-from airflow.sdk import ObjectStoragePath  # noqa: E402
-from airflow.sdk.io import attach  # noqa: E402
-from airflow.sdk.io.store import _STORE_CACHE  # noqa: E402
-from batch_testkit import ENDPOINT, MODEL, FakeTI, context, set_connection  # noqa: E402
-from memory_tracing import traced_peak  # noqa: E402
-
-from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, read_results  # noqa: E402
-from airflow_provider_openai_batch.emulator import EmulatorServer  # noqa: E402
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook  # noqa: E402
-from airflow_provider_openai_batch.operators.batch import (  # noqa: E402
+from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, read_results
+from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from airflow_provider_openai_batch.operators.batch import (
     OpenAIBatchCreateOperator,
     OpenAIBatchDownloadOperator,
 )
