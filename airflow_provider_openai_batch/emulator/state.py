@@ -191,6 +191,9 @@ class Store:
         #: Enqueued-token limit per model (``None``: unlimited): a batch whose input tokens, added to those of
         #: the model's batches ``in_progress`` when it is validated, exceed it fails with ``token_limit_exceeded``.
         self.enqueued_token_limit: int | None = None
+        #: Enqueued-request limit per model (``None``: unlimited): a batch whose requests, added to those of the
+        #: model's batches ``in_progress`` when it is validated, exceed it fails with ``request_limit_exceeded``.
+        self.enqueued_request_limit: int | None = None
         #: The most batches of each model seen ``in_progress`` at once (for tests of client-side admission).
         self.peak_in_progress: dict[str, int] = {}
 
@@ -631,19 +634,12 @@ class Store:
             self._fail(b, t, errors)
             return
         own = sum(r.input_tokens for r, _ in reqs)
-        if self.enqueued_token_limit is not None:
+        if self.enqueued_token_limit is not None or self.enqueued_request_limit is not None:
             self._validate_earlier(b, t)
         running = self._running(first_model, b, t) if first_model is not None else []
-        limit = self.enqueued_token_limit
-        if limit is not None and sum(o.enqueued_tokens for o in running) + own > limit:
-            full = {
-                "code": "token_limit_exceeded",
-                "message": f"Enqueued token limit reached for {first_model} in organization org-emulator. "
-                f"Limit: {limit} enqueued tokens. Please try again once some in_progress batches have been completed.",
-                "param": None,
-                "line": None,
-            }
-            self._fail(b, t, [full])
+        over = self._over_enqueued_limit(first_model, running, own, len(reqs))
+        if over is not None:
+            self._fail(b, t, [over])
             return
         if first_model is not None:
             self.peak_in_progress[first_model] = max(self.peak_in_progress.get(first_model, 0), len(running) + 1)
@@ -657,6 +653,26 @@ class Store:
         b.result_created = created
         b.status, b.since = "in_progress", t
         b.stamps["in_progress_at"] = created
+
+    def _over_enqueued_limit(
+        self, model: str | None, running: list[BatchRecord], tokens: int, requests: int
+    ) -> JSON | None:
+        """The error of a batch of ``model`` that would take its model's enqueued tokens or requests (those of
+        the ``running`` batches plus its own) past a limit, else ``None``."""
+        token_limit, request_limit = self.enqueued_token_limit, self.enqueued_request_limit
+        if token_limit is not None and sum(o.enqueued_tokens for o in running) + tokens > token_limit:
+            code, what, limit = "token_limit_exceeded", "token", token_limit
+        elif request_limit is not None and sum(len(o.requests or ()) for o in running) + requests > request_limit:
+            code, what, limit = "request_limit_exceeded", "request", request_limit
+        else:
+            return None
+        return {
+            "code": code,
+            "message": f"Enqueued {what} limit reached for {model} in organization org-emulator. "
+            f"Limit: {limit} enqueued {what}s. Please try again once some in_progress batches have been completed.",
+            "param": None,
+            "line": None,
+        }
 
     def _validate_earlier(self, b: BatchRecord, t: float) -> None:
         """Validate first every batch whose validation ended before ``b``'s, as the service does: states are

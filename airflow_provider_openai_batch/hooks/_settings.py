@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_openai_batch import __version__
 from airflow_provider_openai_batch.batch_input.limits import FileLimits
+from airflow_provider_openai_batch.capacity import EnqueuedLimit, EnqueuedLimits
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
 
 __all__ = ["API_TYPES", "DEFAULT_BASE_URL", "STATUS_POLLING", "ConnectionSettings"]
@@ -51,6 +52,9 @@ class ConnectionSettings:
     :param file_limits: the most one batch input file may hold on this service: by ``api_type`` (OpenAI
         50,000 requests, Azure 100,000; 200 MB; 50,000 embedding inputs), each replaced by the extras
         ``batch_max_requests``, ``batch_max_bytes`` and ``batch_max_embedding_inputs`` (e.g. for a gateway).
+    :param enqueued_limits: the organization's enqueued limits a job budgets against (extras
+        ``max_enqueued_tokens`` and ``max_enqueued_requests``: a number, or ``{model: number}``); not set by
+        default, since the service does not say what they are.
     """
 
     conn_id: str
@@ -70,6 +74,7 @@ class ConnectionSettings:
     input_expires_after: int | None = DEFAULT_INPUT_EXPIRES_AFTER
     status_polling: str = "auto"
     file_limits: FileLimits = field(default_factory=FileLimits)
+    enqueued_limits: EnqueuedLimits = field(default_factory=EnqueuedLimits)
 
     @classmethod
     def from_connection_fields(
@@ -130,6 +135,10 @@ class ConnectionSettings:
             or None,
             status_polling=status_polling,
             file_limits=_file_limits(conn_id, extras, api_type),
+            enqueued_limits=EnqueuedLimits(
+                tokens=_enqueued(conn_id, extras, "max_enqueued_tokens"),
+                requests=_enqueued(conn_id, extras, "max_enqueued_requests"),
+            ),
         )
 
     def with_overrides(self, **changes: Any) -> ConnectionSettings:
@@ -238,6 +247,13 @@ def _file_limits(conn_id: str, extras: Mapping[str, Any], api_type: str) -> File
         for name in ("max_requests", "max_bytes", "max_embedding_inputs")
     }
     return limits.with_overrides(**overrides)
+
+
+def _enqueued(conn_id: str, extras: Mapping[str, Any], key: str) -> EnqueuedLimit:
+    try:
+        return EnqueuedLimit.parse(extras.get(key), name=f"extra {key!r}")
+    except ValueError as exc:
+        raise InvalidConnectionError(conn_id, f"{exc}.") from None
 
 
 def _boolean(conn_id: str, extras: Mapping[str, Any], key: str, default: bool) -> bool:

@@ -633,3 +633,34 @@ def test_batches_view_is_readonly_and_advanced(mc: EmulatorServer, session: requ
     assert view[b["id"]]["status"] == "completed"
     assert mc.get_batch(b["id"])["status"] == "completed"
     assert json.loads(mc.file_content(view[b["id"]]["output_file_id"]).splitlines()[0])["custom_id"] == "req-0"
+
+
+def test_enqueued_request_limit_per_model(mc: EmulatorServer, session: requests.Session) -> None:
+    mc.store.enqueued_request_limit = 5
+    created = []
+    for content in (
+        chat_jsonl(3),
+        chat_jsonl(3),  # 3 + 3 > 5 while the first runs
+        chat_jsonl(2),  # 3 + 2 = 5
+        chat_jsonl(3, model="gpt-4o"),  # another model has a limit of its own
+    ):
+        created.append(submit(session, mc, content))
+        mc.clock.advance(1)  # validated in this order
+    first, over, fits, other = created
+    mc.clock.advance(PHASE)
+
+    seen = {b["id"]: get_batch(session, mc, b["id"]) for b in (first, over, fits, other)}
+    assert [seen[b["id"]]["status"] for b in (first, over, fits, other)] == [
+        "in_progress",
+        "failed",
+        "in_progress",
+        "in_progress",
+    ]
+    (error,) = seen[over["id"]]["errors"]["data"]
+    assert error["code"] == "request_limit_exceeded" and "Limit: 5 enqueued requests" in error["message"]
+    assert mc.store.peak_in_progress == {"gpt-4o-mini": 2, "gpt-4o": 1}
+
+    mc.clock.advance(2 * PHASE)  # the first two end: the same batch now fits
+    again = submit(session, mc, chat_jsonl(3))
+    mc.clock.advance(PHASE)
+    assert get_batch(session, mc, again["id"])["status"] == "in_progress"
