@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["XCOM_BATCH", "XCOM_BATCH_ID", "XCOM_COST", "XCOM_ERROR_FILE_ID", "XCOM_ESTIMATE", "XCOM_OUTPUT_FILE_ID"]
+__all__ = [
+    "XCOM_BATCH",
+    "XCOM_BATCH_ID",
+    "XCOM_BATCH_IDS",
+    "XCOM_COST",
+    "XCOM_ERROR_FILE_ID",
+    "XCOM_ESTIMATE",
+    "XCOM_MANIFEST",
+    "XCOM_OUTPUT_FILE_ID",
+]
 
 #: The batch id, pushed the moment it is known (before any waiting), so the extra link works while deferred.
 XCOM_BATCH_ID = "batch_id"
@@ -16,3 +25,7 @@ XCOM_BATCH = "batch"
 XCOM_COST = "cost"
 #: The pre-flight estimate of an input's tokens and cost (a ``CostEstimate.to_dict()``).
 XCOM_ESTIMATE = "estimate"
+#: The job's shard batch ids, pushed as soon as every shard batch exists (again as more are submitted).
+XCOM_BATCH_IDS = "batch_ids"
+#: The job's manifest (also its return value), pushed on failure too.
+XCOM_MANIFEST = "manifest"

@@ -4,21 +4,76 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_openai_batch._compat import AirflowFailException
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-    from airflow_provider_openai_batch.job.plan import ShardInfo
+    from airflow_provider_openai_batch.job.limits import ShardLimits
+    from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
+    from airflow_provider_openai_batch.operators.input_file import InputFile
 
-__all__ = ["REUSE_SCAN", "ShardSubmitter"]
+__all__ = ["REUSE_SCAN", "ShardSubmitter", "shard_keys", "split_again", "split_job"]
 
 #: How many of the newest batches are scanned for shard batches an earlier try created.
 REUSE_SCAN = 1000
+
+
+def split_job(
+    source: InputFile, work: str | Path, *, endpoint: str, limits: ShardLimits, log: logging.Logger | Any
+) -> SplitInput:
+    """Read the input once: check every line (errors name their lines) and cut it into shards in ``work``."""
+    from airflow_provider_openai_batch.job.split import split_input
+
+    started = time.monotonic()
+    with source.open() as handle:
+        split = split_input(handle, work, endpoint=endpoint, limits=limits, source=str(source))
+    plan = split.plan
+    log.info(
+        "Checked and split %s in %.1fs: %d requests, %d bytes -> %d shard(s) (limits: %s)",
+        source,
+        time.monotonic() - started,
+        plan.requests,
+        plan.bytes,
+        len(plan.shards),
+        limits.to_dict(),
+    )
+    return split
+
+
+def shard_keys(context: Any, plan: JobPlan) -> list[str]:
+    """Each input shard's idempotency key: the task instance, the input's hash, the limits and the shard's place.
+
+    A one-shard job takes the Create operator's key: it is that one batch.
+    """
+    from airflow_provider_openai_batch.idempotency import task_instance_key
+
+    if len(plan.shards) == 1:
+        return [task_instance_key(context, "sha256", plan.sha256)]
+    limits = ",".join(str(v) for v in plan.limits.to_dict().values())
+    count = str(len(plan.shards))
+    return [task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in plan.shards]
+
+
+def split_again(plan: JobPlan, source: InputFile, work: Path) -> SplitInput:
+    """The input's shard files again (after a deferral): the same split, or a failure if the input changed."""
+    from airflow_provider_openai_batch.job.split import split_input
+
+    with source.open() as handle:
+        split = split_input(handle, work, endpoint=plan.endpoint, limits=plan.limits, source=plan.source)
+    if split.plan.sha256 != plan.sha256 or len(split.plan.shards) != len([s for s in plan.shards if s.round == 0]):
+        raise AirflowFailException(
+            f"The input {plan.source} changed while the job ran: its shards cannot be submitted. "
+            "Keep the input unchanged until the job ends."
+        )
+    return split
 
 
 class ShardSubmitter:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -13,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openai_batch._compat import AirflowException, AirflowFailException, default_deferrable
+from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
 from airflow_provider_openai_batch.waiting import as_seconds
-from airflow_provider_openai_batch.xcom_keys import XCOM_COST
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,17 +23,13 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
     from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.limits import ShardLimits
-    from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
+    from airflow_provider_openai_batch.job.plan import JobPlan
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
+    from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
     from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
-
-#: XCom key of the shard batch ids, pushed as soon as every shard batch exists.
-XCOM_BATCH_IDS = "batch_ids"
-#: XCom key of the manifest (also the return value), pushed on failure too.
-XCOM_MANIFEST = "manifest"
 
 
 class OpenAIBatchJobOperator(BaseOperator):
@@ -199,7 +193,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_openai_batch.job.split import split_input
+        from airflow_provider_openai_batch.operators._job_submit import split_job
         from airflow_provider_openai_batch.operators.batch import check_create_arguments
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
@@ -209,19 +203,8 @@ class OpenAIBatchJobOperator(BaseOperator):
 
         source = InputFile(self.input_file)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
-            started = time.monotonic()
-            with source.open() as handle:
-                split = split_input(handle, work, endpoint=self.endpoint, limits=limits, source=str(source))
+            split = split_job(source, work, endpoint=self.endpoint, limits=limits, log=self.log)
             plan = split.plan
-            self.log.info(
-                "Checked and split %s in %.1fs: %d requests, %d bytes -> %d shard(s) (limits: %s)",
-                source,
-                time.monotonic() - started,
-                plan.requests,
-                plan.bytes,
-                len(plan.shards),
-                limits.to_dict(),
-            )
             if split.estimator is not None:
                 estimate = split.estimator.result(plan.endpoint, self.price_table())
                 enforce_budget(self, context, estimate, self.max_cost_usd)
@@ -232,91 +215,37 @@ class OpenAIBatchJobOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return self._wait(context, plan, batches)
 
-    def _keys(self, context: Context, plan: JobPlan) -> list[str]:
-        from airflow_provider_openai_batch.idempotency import task_instance_key
-
-        if len(plan.shards) == 1:
-            # The Create operator's key: a one-batch job is that batch.
-            return [task_instance_key(context, "sha256", plan.sha256)]
-        limits = ",".join(str(v) for v in plan.limits.to_dict().values())
-        count = str(len(plan.shards))
-        return [
-            task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in plan.shards
-        ]
-
     def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
+        from airflow_provider_openai_batch.operators._job_submit import shard_keys
+
         plan = split.plan
         if self.max_enqueued_tokens is not None:
             return self._admit(context, plan, {}, split)
-        shards, batches = self._submit_shards(context, split, self._keys(context, plan), Path(name).stem or "job")
+        shards, batches = self._submitter(context).submit(split, shard_keys(context, plan), Path(name).stem or "job")
         return plan.with_shards(shards), batches
 
     def _admit(
         self, context: Context, plan: JobPlan, batches: dict[str, Batch], split: SplitInput | None = None
     ) -> tuple[JobPlan, dict[str, Batch]]:
-        """Submit the pending shards that fit under ``max_enqueued_tokens`` now (see :mod:`..job.admission`).
-
-        :param split: the input's shard files when at hand; else the input is split again (same shards, checked
-            by its hash), as after a deferral.
-        """
-        from dataclasses import replace
-
-        from airflow_provider_openai_batch.job.admission import admit, pending, requeue_capacity_failures
-        from airflow_provider_openai_batch.job.split import SplitInput
+        """Submit the pending shards that fit under ``max_enqueued_tokens`` now (see :mod:`._job_admit`)."""
+        from airflow_provider_openai_batch.operators._job_admit import admit_shards
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
         assert self.max_enqueued_tokens is not None
-        now = time.time()
-        plan, requeued = requeue_capacity_failures(plan, batches, now=now, poll_interval=self.poll_interval)
-        if requeued:
-            self.log.warning(
-                "%d shard batch(es) failed with token_limit_exceeded: they are submitted again after a back-off",
-                requeued,
-            )
-        chosen = admit(plan, batches, max_tokens=self.max_enqueued_tokens, now=now)
-        if chosen:
-            keys = self._keys(context, plan)
-            source = InputFile(self.input_file)
-            with contextlib.ExitStack() as stack:
-                if split is None:
-                    split = self._split_again(plan, source, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-                paths = dict(zip((shard.index for shard in split.plan.shards), split.paths, strict=True))
-                some = SplitInput(plan=plan.with_shards(chosen), paths=tuple(paths[s.index] for s in chosen))
-                shards, created = self._submit_shards(
-                    context, some, [keys[s.index] for s in chosen], Path(source.name).stem or "job"
-                )
-            by_index = {shard.index: shard for shard in shards}
-            plan = plan.with_shards([by_index.get(shard.index, shard) for shard in plan.shards])
-            batches = {**batches, **created}
-            context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
-        left = pending(plan)
-        if left:
-            self.log.info(
-                "Admission: %d shard(s) wait for capacity (max_enqueued_tokens=%d)", len(left), self.max_enqueued_tokens
-            )
-            if plan.waiting_since is None:
-                plan = replace(plan, waiting_since=now)
-        elif plan.waiting_since is not None:
-            waited = plan.capacity_wait_seconds + max(0.0, now - plan.waiting_since)
-            plan = replace(plan, capacity_wait_seconds=waited, waiting_since=None)
-        return plan, batches
+        return admit_shards(
+            context,
+            plan,
+            batches,
+            max_tokens=self.max_enqueued_tokens,
+            poll_interval=self.poll_interval,
+            source=InputFile(self.input_file),
+            submit=self._submitter(context).submit,
+            log=self.log,
+            split=split,
+        )
 
-    def _split_again(self, plan: JobPlan, source: Any, work: Path) -> SplitInput:
-        """The input's shard files again (after a deferral): the same split, or a failure if the input changed."""
-        from airflow_provider_openai_batch.job.split import split_input
-
-        with source.open() as handle:
-            split = split_input(handle, work, endpoint=plan.endpoint, limits=plan.limits, source=plan.source)
-        if split.plan.sha256 != plan.sha256 or len(split.plan.shards) != len([s for s in plan.shards if s.round == 0]):
-            raise AirflowFailException(
-                f"The input {plan.source} changed while the job ran: its shards cannot be submitted. "
-                "Keep the input unchanged until the job ends."
-            )
-        return split
-
-    def _submit_shards(
-        self, context: Context, split: SplitInput, keys: Sequence[str], stem: str
-    ) -> tuple[list[ShardInfo], dict[str, Batch]]:
+    def _submitter(self, context: Context) -> ShardSubmitter:
+        """Creates (or finds again) shard batches with this task's create arguments; tracks them for ``on_kill``."""
         from airflow_provider_openai_batch.idempotency import look_back
         from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
 
@@ -326,37 +255,26 @@ class OpenAIBatchJobOperator(BaseOperator):
             "metadata": self.metadata,
             "output_expires_after": self.output_expires_after,
         }
-        submitter = ShardSubmitter(
-            self.hook, self.log, create, track=self.batch_ids.append, not_before=look_back(context).not_before
-        )
-        return submitter.submit(split, keys, stem)
+        not_before = look_back(context).not_before
+        return ShardSubmitter(self.hook, self.log, create, track=self.batch_ids.append, not_before=not_before)
 
     def _resubmit(
         self, context: Context, plan: JobPlan, batches: dict[str, Batch], merged: MergedJob, work: Path
     ) -> dict[str, Any]:
         """Run the lines that failed for a passing reason again, as the shards of a new round, and wait."""
-        from airflow_provider_openai_batch.idempotency import task_instance_key
-        from airflow_provider_openai_batch.job.resubmit import split_retry
+        from airflow_provider_openai_batch.operators._job_resubmit import submit_round
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
-        assert merged.retry is not None and merged.retry_numbers is not None
-        round_ = plan.rounds + 1
-        split = split_retry(merged.retry, merged.retry_numbers, work, plan=plan, round=round_)
-        keys = [
-            task_instance_key(context, "job", plan.sha256, f"resubmit-{round_}", split.plan.sha256, str(i))
-            for i in range(len(split.plan.shards))
-        ]
-        self.log.info(
-            "Resubmission %d of %d: %d line(s) failed for a passing reason and run again in %d batch(es)",
-            round_,
-            self.max_resubmits,
-            split.plan.requests,
-            len(split.plan.shards),
+        plan, created = submit_round(
+            context,
+            plan,
+            merged,
+            work,
+            max_resubmits=self.max_resubmits,
+            stem=Path(InputFile(self.input_file).name).stem or "job",
+            submit=self._submitter(context).submit,
+            log=self.log,
         )
-        stem = Path(InputFile(self.input_file).name).stem or "job"
-        shards, created = self._submit_shards(context, split, keys, f"{stem}.r{round_}")
-        plan = plan.with_shards([*plan.shards, *shards])
-        context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return self._wait(context, plan, {**batches, **created})
 
     # -- waiting -------------------------------------------------------------------------------
@@ -419,56 +337,27 @@ class OpenAIBatchJobOperator(BaseOperator):
         return outcome.reason == "shard_failed" or (not pending(plan) and outcome.verdict is not Verdict.WAIT)
 
     def _poll(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
-        """Wait in the worker: each shard batch fed to a wait decision of its own, as a single batch's wait."""
-        from airflow_provider_openai_batch.job.verdict import describe_job_progress
-        from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, GiveUp, KeepWaiting, WaitPolicy
-        from airflow_provider_openai_batch.waiting import raise_give_up
+        """Wait in the worker (see :mod:`._job_wait`); admission submits between polls."""
+        from airflow_provider_openai_batch.operators._job_wait import poll_in_worker
 
-        policy = WaitPolicy(
+        return poll_in_worker(
+            plan,
+            batches,
+            hook=self.hook,
+            log=self.log,
             poll_interval=self.poll_interval,
             timeout=as_seconds(self.wait_timeout),
             max_consecutive_errors=self.max_consecutive_errors,
+            done=self._done_waiting,
+            between=(lambda p, b: self._admit(context, p, b)) if self.max_enqueued_tokens is not None else None,
         )
-        started = time.monotonic()
-        decisions: dict[str, BatchWaitDecision] = {}
-        while not self._done_waiting(plan, batches):
-            time.sleep(self.poll_interval)
-            for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
-                decisions.setdefault(batch_id, BatchWaitDecision(batch_id, policy, started_at=started))
-                try:
-                    batches[batch_id] = self.hook.retrieve_batch(batch_id)
-                except Exception as exc:
-                    step = decisions[batch_id].on_error(exc, now=time.monotonic())
-                else:
-                    step = decisions[batch_id].on_batch(batches[batch_id], now=time.monotonic())
-                if isinstance(step, GiveUp):
-                    raise_give_up(step)
-                if isinstance(step, KeepWaiting) and step.warning:
-                    self.log.warning("%s", step.warning)
-            self.log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
-            if self.max_enqueued_tokens is not None:
-                plan, batches = self._admit(context, plan, batches)
-        return plan, batches
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: every shard batch is terminal, or one failed."""
-        from airflow_provider_openai_batch.job.plan import JobPlan
-        from airflow_provider_openai_batch.models import Batch
-        from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
+        from airflow_provider_openai_batch.operators._job_wait import resume_from_event
 
-        if not isinstance(event, dict) or event.get("status") not in (EVENT_TERMINAL, EVENT_ERROR):
-            raise AirflowException(f"Unexpected trigger event: {str(event)[:500]}")
-        if event["status"] == EVENT_ERROR:
-            message = str(event.get("message") or "the trigger stopped without a message")
-            raise (AirflowException if event.get("retryable") else AirflowFailException)(message)
-        if not isinstance(event.get("plan"), dict):
-            raise AirflowException("The trigger event carries no job plan")
-        job = JobPlan.from_dict(event["plan"])
+        job, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
         self.batch_ids = job.batch_ids
-        batches = {batch.id: batch for batch in (Batch.from_dict(item) for item in event.get("batches") or [])}
-        for batch_id in job.batch_ids:
-            if batch_id not in batches:
-                batches[batch_id] = self.hook.retrieve_batch(batch_id)
         if self.max_enqueued_tokens is not None:  # submit what capacity allows now, then wait again
             return self._wait(context, job, batches)
         return self._finish(context, job, batches)
@@ -509,33 +398,17 @@ class OpenAIBatchJobOperator(BaseOperator):
         return manifest
 
     def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], retry_dir: Path | None = None) -> MergedJob:
-        from airflow_provider_openai_batch.job.collect import collect_results
-        from airflow_provider_openai_batch.operators.input_file import InputFile
+        from airflow_provider_openai_batch.operators._job_merge import merge_job
 
-        source = InputFile(self.input_file)
-        merged = collect_results(
+        return merge_job(
             plan,
             batches,
-            download=self.hook.download_file,
-            open_input=source.open,
-            input_name=source.name,
+            hook=self.hook,
+            input_file=self.input_file,
             destination=self.destination,
+            log=self.log,
             retry_dir=retry_dir,
         )
-        stats = merged.stats
-        self.log.info(
-            "Merged %d result file(s) in input order: %d answered, %d failed or unanswered (%d missing); "
-            "download %.1fs, merge %.1fs",
-            merged.result_files,
-            stats.output_lines,
-            stats.error_lines,
-            stats.missing,
-            merged.download_seconds,
-            merged.merge_seconds,
-        )
-        if stats.unexpected:
-            self.log.warning("%d result line(s) matched no input line and were left out", stats.unexpected)
-        return merged
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""
