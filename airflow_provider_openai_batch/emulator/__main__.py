@@ -32,7 +32,7 @@ examples:
   --fault '*:status=429:retry_after=1:times=1'
   --fault 'POST /v1/batches:created_then_error'
 
-batch metadata key "emulator" (comma-separated): hold | expire | slow
+batch metadata key "emulator" (comma-separated): hold | stall=PERCENT | expire | slow | token_limit
 request lines fail (400, error file) when body.model ends with "-fail" or body.emulator_fail is true
 """
 

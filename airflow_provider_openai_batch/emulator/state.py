@@ -51,6 +51,21 @@ CONTROL_METADATA_KEY = "emulator"
 CONTROL_FLAGS = ("hold", "expire", "slow", "token_limit")
 
 
+def _hold_share(flags: set[str]) -> float | None:
+    """The share of its requests a held batch finishes: ``hold`` is half, ``stall=N`` is N percent (0-100)."""
+    for flag in flags:
+        if flag.startswith("stall="):
+            try:
+                percent = float(flag.removeprefix("stall="))
+            except ValueError:
+                percent = -1.0
+            if not 0.0 <= percent <= 100.0:
+                message = f"metadata.emulator: {flag!r} needs a percentage from 0 to 100"
+                raise ApiError(400, message, param="metadata", code="invalid_value")
+            return percent / 100.0
+    return 0.5 if "hold" in flags else None
+
+
 class ApiError(Exception):
     """An OpenAI-style error answer."""
 
@@ -137,6 +152,8 @@ class BatchRecord:
     input_path: Path | None
     created_time: float
     flags: frozenset[str]
+    #: ``hold`` (0.5) or ``stall=N`` (N/100): stays ``in_progress`` with at most this share of its requests done.
+    hold_share: float | None = None
     status: str = "validating"
     since: float = 0.0
     stamps: dict[str, int | None] = field(default_factory=dict)
@@ -369,6 +386,10 @@ class Store:
                     param="input_file_id",
                     code="invalid_value",
                 )
+            flags = set()
+            if metadata and CONTROL_METADATA_KEY in metadata:
+                flags = {f.strip().lower() for f in metadata[CONTROL_METADATA_KEY].split(",")}
+            hold_share = _hold_share(flags)
             batch_id = _new_batch_id()
             link = self.batch_dir / f"{batch_id}.input.jsonl"
             try:
@@ -376,9 +397,6 @@ class Store:
             except OSError:
                 shutil.copyfile(rec.path, link)
             now = self.clock.now()
-            flags = set()
-            if metadata and CONTROL_METADATA_KEY in metadata:
-                flags = {f.strip().lower() for f in metadata[CONTROL_METADATA_KEY].split(",")}
             batch = BatchRecord(
                 id=batch_id,
                 seq=self._next_seq(),
@@ -390,6 +408,7 @@ class Store:
                 input_path=link,
                 created_time=now,
                 flags=frozenset(flags & set(CONTROL_FLAGS)),
+                hold_share=hold_share,
                 since=now,
                 stamps=dict.fromkeys(_STAMP_KEYS),
             )
@@ -473,7 +492,9 @@ class Store:
             d = self._phase(b)
             frac = 1.0 if d <= 0 else min(1.0, max(0.0, (now - b.since) / d))
             done = int(frac * total)
-            if b.flags & {"hold", "expire"}:
+            if b.hold_share is not None:
+                done = min(done, int(total * b.hold_share))
+            elif "expire" in b.flags:
                 done = min(done, total // 2)
             return done
         if b.status in ("finalizing", "completed"):
@@ -492,7 +513,7 @@ class Store:
                 self._validate(b, t)
             elif b.status == "in_progress":
                 deadline = b.created_time + BATCH_WINDOW_SECONDS
-                if "hold" in b.flags:
+                if b.hold_share is not None:
                     t = float("inf")
                 if deadline < t and now >= deadline:
                     self._finish(b, "expired", deadline, self._done(b, deadline))

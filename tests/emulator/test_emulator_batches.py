@@ -664,3 +664,30 @@ def test_enqueued_request_limit_per_model(mc: EmulatorServer, session: requests.
     again = submit(session, mc, chat_jsonl(3))
     mc.clock.advance(PHASE)
     assert get_batch(session, mc, again["id"])["status"] == "in_progress"
+
+
+def test_stall_holds_a_batch_at_its_share_until_cancelled(mc: EmulatorServer, session: requests.Session) -> None:
+    n = 10
+    b = submit(session, mc, chat_jsonl(n), metadata={"emulator": "stall=60"})
+    mc.clock.advance(PHASE * 50)  # type: ignore[attr-defined]
+    assert get_batch(session, mc, b["id"])["request_counts"] == {"total": n, "completed": 6, "failed": 0}
+    assert get_batch(session, mc, b["id"])["status"] == "in_progress"
+
+    assert session.post(f"{mc.base_url}/batches/{b['id']}/cancel").json()["status"] == "cancelling"
+    mc.clock.advance(PHASE)  # type: ignore[attr-defined]
+    done = get_batch(session, mc, b["id"])
+    assert done["status"] == "cancelled"
+    assert done["request_counts"] == {"total": n, "completed": 6, "failed": 4}
+    assert len(content_lines(session, mc, done["output_file_id"])) == 6
+    cancelled = content_lines(session, mc, done["error_file_id"])
+    assert [line["error"]["code"] for line in cancelled] == ["batch_cancelled"] * 4
+
+
+@pytest.mark.parametrize("flag", ["stall=101", "stall=-1", "stall=x"])
+def test_a_bad_stall_share_is_refused_at_create(mc: EmulatorServer, session: requests.Session, flag: str) -> None:
+    body = {"input_file_id": upload(session, mc, chat_jsonl(2))["id"], "endpoint": "/v1/chat/completions"}
+    body["completion_window"] = "24h"
+    answer = session.post(f"{mc.base_url}/batches", json={**body, "metadata": {"emulator": flag}})
+
+    assert answer.status_code == 400 and "percentage" in answer.json()["error"]["message"]
+    assert not mc.batches
