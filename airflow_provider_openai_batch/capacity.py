@@ -123,3 +123,7 @@ class EnqueuedLimits:
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_enqueued_tokens": self.tokens.to_json(), "max_enqueued_requests": self.requests.to_json()}
+
+    def describe(self) -> str:
+        """For log lines: the limits that are set, e.g. ``max_enqueued_requests=500``."""
+        return ", ".join(f"{name}={value}" for name, value in self.to_dict().items() if value is not None) or "none"

@@ -53,6 +53,7 @@ def build_manifest(
     stats: MergeStats | None,
     verdict: str,
     reason: str,
+    enqueued_limits: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest, as plain JSON.
 
@@ -63,6 +64,8 @@ def build_manifest(
     :param stats: what the merge counted, ``None`` when not merged.
     :param verdict: ``succeed`` or ``fail``.
     :param reason: the verdict's reason code.
+    :param enqueued_limits: the enqueued limits the shards were admitted under
+        (:meth:`~airflow_provider_openai_batch.capacity.EnqueuedLimits.to_dict`), ``None`` when none were set.
     """
     shards = [(shard, batches[shard.batch_id]) for shard in plan.shards if shard.batch_id and shard.batch_id in batches]
     answered = stats.output_lines if stats is not None else sum(b.request_counts.completed for _, b in shards)
@@ -90,11 +93,13 @@ def build_manifest(
         ],
         "resubmitted": sum(shard.requests for shard, _ in shards if shard.round > 0),
         "retryable_left": stats.retryable if stats is not None else None,
-        # Admission under max_enqueued_tokens: time during which a shard waited for capacity, and how many
-        # times a shard batch failed with token_limit_exceeded and was put back in the queue.
+        # Admission under the enqueued limits: the limits, the time during which a shard (of any round) waited
+        # for capacity, and how many times a shard batch failed for capacity (token_limit_exceeded or
+        # request_limit_exceeded) and was put back in the queue.
         "capacity": {
+            "limits": dict(enqueued_limits) if enqueued_limits is not None else None,
             "wait_seconds": round(plan.capacity_wait_seconds, 3),
-            "token_limit_retries": sum(shard.capacity_retries for shard in plan.shards),
+            "capacity_retries": sum(shard.capacity_retries for shard in plan.shards),
         },
         "usage": total_usage([batch for _, batch in shards]),
         "verdict": verdict,

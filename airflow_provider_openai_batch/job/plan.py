@@ -26,8 +26,14 @@ class ShardInfo:
     :param batch_id: the batch made from it, once it exists.
     :param reused: the batch was found (created by an earlier try), not created by this try.
     :param round: 0 for the input's shards; ``r`` for the shards of the ``r``-th resubmission of failed lines.
-    :param capacity_retries: times its batch failed with ``token_limit_exceeded`` and was put back in the queue.
+    :param capacity_retries: times its batch failed for capacity (``token_limit_exceeded``,
+        ``request_limit_exceeded``) and was put back in the queue.
     :param not_before: epoch seconds before which it is not submitted again (back-off after such a failure).
+    :param input_file_id: its file as uploaded, when it was uploaded ahead of its batch: a resubmission round's
+        shard that waits for capacity (its local file is gone once the task defers), or any shard whose batch
+        failed for capacity, so that its batch is made again from the same file.
+    :param key: its batch's idempotency key, kept when the plan cannot give it again (a resubmission round's
+        shard uploaded ahead of its batch); an input shard's key is worked out from the plan.
     """
 
     index: int
@@ -42,6 +48,8 @@ class ShardInfo:
     round: int = 0
     capacity_retries: int = 0
     not_before: float | None = None
+    input_file_id: str | None = None
+    key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +65,8 @@ class ShardInfo:
             "round": self.round,
             "capacity_retries": self.capacity_retries,
             "not_before": self.not_before,
+            "input_file_id": self.input_file_id,
+            "key": self.key,
         }
 
     @classmethod
@@ -74,6 +84,8 @@ class ShardInfo:
             round=int(data.get("round") or 0),
             capacity_retries=int(data.get("capacity_retries") or 0),
             not_before=float(data["not_before"]) if data.get("not_before") is not None else None,
+            input_file_id=data.get("input_file_id"),
+            key=data.get("key"),
         )
 
     def with_batch(self, batch_id: str, *, reused: bool) -> ShardInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,14 @@ def submit_round(
     stem: str,
     submit: SubmitShards,
     log: logging.Logger | Any,
+    upload: SubmitShards | None = None,
 ) -> tuple[JobPlan, dict[str, Batch]]:
     """Split the lines that failed for a passing reason (written by the merge) into the next round's shards
     and submit them, each tagged with a key of its own round (a clear mid-resubmission reuses them).
+
+    Under enqueued limits (``upload`` given), the round's batches are not created here: each shard's batch is
+    found again or its file uploaded, and admission creates the batches as capacity allows, as for the input's
+    shards.
 
     :param context: the task's context (keys, XCom).
     :param plan: the job's plan so far.
@@ -39,7 +45,9 @@ def submit_round(
     :param stem: the input's file stem; the round's uploads are named after it.
     :param submit: creates (or finds again) the batches of the round's shards.
     :param log: the task's logger.
-    :returns: the plan with the round's shards, and their batches.
+    :param upload: finds again the batches of the round's shards, else uploads their files
+        (``ShardSubmitter.upload``); given when the job is admitted under enqueued limits.
+    :returns: the plan with the round's shards, and their batches (those found or created).
     """
     from airflow_provider_openai_batch.idempotency import task_instance_key
     from airflow_provider_openai_batch.job.resubmit import split_retry
@@ -58,7 +66,9 @@ def submit_round(
         split.plan.requests,
         len(split.plan.shards),
     )
-    shards, created = submit(split, keys, f"{stem}.r{round_}")
+    shards, created = (upload or submit)(split, keys, f"{stem}.r{round_}")
+    # Each keeps its key: a round's keys come from its retry file, gone once the task defers.
+    shards = [replace(shard, key=key) for shard, key in zip(shards, keys, strict=True)]
     plan = plan.with_shards([*plan.shards, *shards])
     context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
     return plan, created

@@ -55,11 +55,12 @@ def shard_keys(context: Any, plan: JobPlan) -> list[str]:
     """
     from airflow_provider_openai_batch.idempotency import task_instance_key
 
-    if len(plan.shards) == 1:
+    inputs = [shard for shard in plan.shards if shard.round == 0]  # a resubmission round's shards keep their own
+    if len(inputs) == 1:
         return [task_instance_key(context, "sha256", plan.sha256)]
     limits = ",".join(str(v) for v in plan.limits.to_dict().values())
-    count = str(len(plan.shards))
-    return [task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in plan.shards]
+    count = str(len(inputs))
+    return [task_instance_key(context, "job", plan.sha256, limits, count, str(shard.index)) for shard in inputs]
 
 
 def split_again(plan: JobPlan, source: InputFile, work: Path) -> SplitInput:
@@ -111,10 +112,7 @@ class ShardSubmitter:
         :param keys: each shard's idempotency key.
         :param stem: the uploaded files' names start with it.
         """
-        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-        from airflow_provider_openai_batch.job.reuse import reusable_batches
-
-        existing = reusable_batches(self._newest_batches(), keys, tag=IDEMPOTENCY_METADATA_KEY)
+        existing = self._existing(keys)
         shards: list[ShardInfo] = []
         batches: dict[str, Batch] = {}
         for shard, path, key in zip(split.plan.shards, split.paths, keys, strict=True):
@@ -138,6 +136,65 @@ class ShardSubmitter:
         created = sum(1 for shard in shards if not shard.reused)
         self.log.info("Job: %d shard batch(es), %d created, %d reused", len(shards), created, len(shards) - created)
         return shards, batches
+
+    def upload(self, split: SplitInput, keys: Sequence[str], stem: str) -> tuple[list[ShardInfo], dict[str, Batch]]:
+        """Find each shard's batch again, else upload only its file: its batch is made once admitted.
+
+        For a resubmission round that waits for capacity: its shard files are gone once the task defers, the
+        uploaded files stay (they expire with the connection's ``input_expires_after``).
+
+        :returns: the shards (with their batch when found, else with their file id and key) and the batches found.
+        """
+        from dataclasses import replace
+
+        existing = self._existing(keys)
+        shards: list[ShardInfo] = []
+        for shard, path, key in zip(split.plan.shards, split.paths, keys, strict=True):
+            batch = existing.get(key)
+            if batch is not None:
+                self.log.info("Shard %d: reusing batch %s (%s)", shard.index, batch.id, batch.status.value)
+                if self.track is not None:
+                    self.track(batch.id)
+                shards.append(replace(shard, key=key).with_batch(batch.id, reused=True))
+            else:
+                uploaded = self.hook.upload_file(
+                    path, purpose="batch", filename=f"{stem}.shard-{shard.index:05d}.jsonl"
+                )
+                shards.append(replace(shard, input_file_id=uploaded.id, key=key))
+        found = {batch.id: batch for batch in existing.values()}
+        self.log.info(
+            "Job: %d shard(s), %d batch(es) found, the others uploaded to wait for capacity", len(shards), len(found)
+        )
+        return shards, found
+
+    def create_uploaded(
+        self, shards: Sequence[ShardInfo], keys: Sequence[str]
+    ) -> tuple[list[ShardInfo], dict[str, Batch]]:
+        """The batch of each shard whose file is uploaded (``input_file_id``): found again, else created from it."""
+        existing = self._existing(keys)
+        done: list[ShardInfo] = []
+        batches: dict[str, Batch] = {}
+        for shard, key in zip(shards, keys, strict=True):
+            assert shard.input_file_id is not None
+            batch = existing.get(key)
+            if batch is None:
+                batch = self.hook.create_batch(
+                    input_file_id=shard.input_file_id, idempotency_key=key, look_first=False, **self.create
+                )
+                self.log.info(
+                    "Shard %d (round %d, %d requests): batch %s", shard.index, shard.round, shard.requests, batch.id
+                )
+            if self.track is not None:
+                self.track(batch.id)
+            done.append(shard.with_batch(batch.id, reused=key in existing))
+            batches[batch.id] = batch
+        return done, batches
+
+    def _existing(self, keys: Sequence[str]) -> dict[str, Batch]:
+        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
+        from airflow_provider_openai_batch.job.reuse import reusable_batches
+
+        return reusable_batches(self._newest_batches(), keys, tag=IDEMPOTENCY_METADATA_KEY)
 
     def _create(self, path: Path, filename: str, key: str) -> Batch:
         uploaded = self.hook.upload_file(path, purpose="batch", filename=filename)

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
+from airflow_provider_openai_batch.capacity import EnqueuedLimit
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
 from airflow_provider_openai_batch.waiting import as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
@@ -20,6 +21,7 @@ from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, X
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_openai_batch.capacity import EnqueuedLimits
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
     from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.limits import ShardLimits
@@ -79,14 +81,20 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param max_resubmits: rounds of resubmission: after the shard batches end, the lines that failed for a
         passing reason (expired, HTTP 408/429/5xx, timeouts) run again as new batches, up to this many times;
         lines whose request is at fault (400 ``invalid_request_error``, content policy) never do.
-    :param max_enqueued_tokens: the organization's enqueued-token limit for the job's model (or the share of it
-        this job may use). Shard batches are then admitted under it: a shard is submitted only while its
-        estimated tokens plus those of the model's shard batches still running fit, and the rest follow as
-        earlier ones finish (the deferred task wakes, submits and defers again, holding no worker slot
-        meanwhile). The estimate of a shard is its size in bytes, an upper bound on its input tokens; shards
-        are cut to fit the limit alone. A shard batch that still fails with ``token_limit_exceeded`` is put
-        back in the queue after a doubling back-off (up to 8 times), not counted as a failure of its lines.
-        Resubmission rounds (``max_resubmits``) are not admitted under it.
+    :param max_enqueued_tokens: the organization's enqueued-token limit (or the share of it this job may use):
+        a number for every model, or ``{model: number}`` (``"*"`` for the models not named); it replaces the
+        connection extra of the same name. Shard batches are then admitted under it: a shard is submitted only
+        while its estimated tokens plus those of the same model's shard batches still running fit, and the
+        rest follow as earlier ones finish (the deferred task wakes, submits and defers again, holding no
+        worker slot meanwhile). The estimate of a shard is its size in bytes, an upper bound on its input
+        tokens; shards are cut to fit the smallest limit alone. A shard batch that still fails with
+        ``token_limit_exceeded`` or ``request_limit_exceeded`` is put back in the queue after a doubling
+        back-off (up to 8 times), not counted as a failure of its lines. Resubmission rounds
+        (``max_resubmits``) are admitted like the input's shards: their files are uploaded at once, their
+        batches created as capacity allows.
+    :param max_enqueued_requests: the organization's enqueued-request limit, as ``max_enqueued_tokens`` (a
+        number or ``{model: number}``; over the connection extra of the same name), counted in requests
+        (lines); shards are cut to at most the smallest of it. Both limits apply when both are set.
     :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
         USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
         Used for the ``estimate`` and ``cost`` XComs.
@@ -128,7 +136,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         cancel_on_kill: bool = True,
         max_consecutive_errors: int = 10,
         max_resubmits: int = 0,
-        max_enqueued_tokens: int | None = None,
+        max_enqueued_tokens: int | Mapping[str, int] | None = None,
+        max_enqueued_requests: int | Mapping[str, int] | None = None,
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
@@ -157,11 +166,11 @@ class OpenAIBatchJobOperator(BaseOperator):
         if isinstance(max_resubmits, bool) or not isinstance(max_resubmits, int) or max_resubmits < 0:
             raise ValueError(f"max_resubmits must be an integer >= 0, got {max_resubmits!r}")
         self.max_resubmits = max_resubmits
-        if max_enqueued_tokens is not None and (
-            isinstance(max_enqueued_tokens, bool) or not isinstance(max_enqueued_tokens, int) or max_enqueued_tokens < 1
-        ):
-            raise ValueError(f"max_enqueued_tokens must be a positive integer or None, got {max_enqueued_tokens!r}")
+        # Checked now (a clear error when the DAG is parsed); the connection's own are checked before the split.
+        EnqueuedLimit.parse(max_enqueued_tokens, name="max_enqueued_tokens")
+        EnqueuedLimit.parse(max_enqueued_requests, name="max_enqueued_requests")
         self.max_enqueued_tokens = max_enqueued_tokens
+        self.max_enqueued_requests = max_enqueued_requests
         self.prices = prices
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
@@ -179,17 +188,28 @@ class OpenAIBatchJobOperator(BaseOperator):
         """The shipped prices, overridden by the connection extra's ``prices``, then by ``self.prices``."""
         return task_price_table(self)
 
+    @cached_property
+    def enqueued_limits(self) -> EnqueuedLimits:
+        """The enqueued limits shard batches are admitted under: each of this task's replaces the connection's."""
+        return self.hook.settings.enqueued_limits.overridden(
+            tokens=EnqueuedLimit.parse(self.max_enqueued_tokens, name="max_enqueued_tokens"),
+            requests=EnqueuedLimit.parse(self.max_enqueued_requests, name="max_enqueued_requests"),
+        )
+
     # -- split and submit ------------------------------------------------------------------------
 
     def limits(self) -> ShardLimits:
-        """The connection's per-batch limits (by API type, or its extras), narrowed by this task's own."""
-        max_bytes = self.max_bytes_per_batch
-        if self.max_enqueued_tokens is not None:  # a shard's estimate is its bytes: each shard fits the budget alone
-            max_bytes = min(max_bytes or self.max_enqueued_tokens, self.max_enqueued_tokens)
-        return self.hook.settings.file_limits.narrowed(
+        """The connection's per-batch limits (by API type, or its extras), narrowed by this task's own and cut
+        to the smallest enqueued limit (a shard's estimate is its bytes and lines: each shard fits alone)."""
+        limits = self.hook.settings.file_limits.narrowed(
             max_requests=self.max_requests_per_batch,
-            max_bytes=max_bytes,
+            max_bytes=self.max_bytes_per_batch,
             max_embedding_inputs=self.max_embedding_inputs_per_batch,
+        )
+        tokens, requests = self.enqueued_limits.tokens.smallest, self.enqueued_limits.requests.smallest
+        return limits.narrowed(
+            max_bytes=min(tokens, limits.max_bytes) if tokens is not None else None,
+            max_requests=min(requests, limits.max_requests) if requests is not None else None,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -219,7 +239,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         from airflow_provider_openai_batch.operators._job_submit import shard_keys
 
         plan = split.plan
-        if self.max_enqueued_tokens is not None:
+        if self.enqueued_limits.is_set:
             return self._admit(context, plan, {}, split)
         shards, batches = self._submitter(context).submit(split, shard_keys(context, plan), Path(name).stem or "job")
         return plan.with_shards(shards), batches
@@ -227,19 +247,20 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _admit(
         self, context: Context, plan: JobPlan, batches: dict[str, Batch], split: SplitInput | None = None
     ) -> tuple[JobPlan, dict[str, Batch]]:
-        """Submit the pending shards that fit under ``max_enqueued_tokens`` now (see :mod:`._job_admit`)."""
+        """Submit the pending shards that fit under the enqueued limits now (see :mod:`._job_admit`)."""
         from airflow_provider_openai_batch.operators._job_admit import admit_shards
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
-        assert self.max_enqueued_tokens is not None
+        submitter = self._submitter(context)
         return admit_shards(
             context,
             plan,
             batches,
-            max_tokens=self.max_enqueued_tokens,
+            limits=self.enqueued_limits,
             poll_interval=self.poll_interval,
             source=InputFile(self.input_file),
-            submit=self._submitter(context).submit,
+            submit=submitter.submit,
+            create_uploaded=submitter.create_uploaded,
             log=self.log,
             split=split,
         )
@@ -265,6 +286,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         from airflow_provider_openai_batch.operators._job_resubmit import submit_round
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
+        submitter = self._submitter(context)
         plan, created = submit_round(
             context,
             plan,
@@ -272,8 +294,10 @@ class OpenAIBatchJobOperator(BaseOperator):
             work,
             max_resubmits=self.max_resubmits,
             stem=Path(InputFile(self.input_file).name).stem or "job",
-            submit=self._submitter(context).submit,
+            submit=submitter.submit,
             log=self.log,
+            # Under enqueued limits the round's batches wait for capacity as the input's shards do.
+            upload=submitter.upload if self.enqueued_limits.is_set else None,
         )
         return self._wait(context, plan, {**batches, **created})
 
@@ -299,7 +323,7 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
         from airflow_provider_openai_batch.job.admission import pending
 
-        if self.max_enqueued_tokens is not None:
+        if self.enqueued_limits.is_set:
             plan, batches = self._admit(context, plan, batches)
         waiting = pending(plan)
         if self._done_waiting(plan, batches):
@@ -309,7 +333,7 @@ class OpenAIBatchJobOperator(BaseOperator):
 
             timeout = as_seconds(self.wait_timeout)
             batch_ids = plan.batch_ids
-            if self.max_enqueued_tokens is not None:  # wait on the running ones; the others are known
+            if self.enqueued_limits.is_set:  # wait on the running ones; the others are known
                 batch_ids = [b for b in batch_ids if b not in batches or not batches[b].status.is_terminal]
             due = [shard.not_before for shard in waiting if shard.not_before is not None]
             self.defer(
@@ -349,7 +373,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             timeout=as_seconds(self.wait_timeout),
             max_consecutive_errors=self.max_consecutive_errors,
             done=self._done_waiting,
-            between=(lambda p, b: self._admit(context, p, b)) if self.max_enqueued_tokens is not None else None,
+            between=(lambda p, b: self._admit(context, p, b)) if self.enqueued_limits.is_set else None,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -358,7 +382,7 @@ class OpenAIBatchJobOperator(BaseOperator):
 
         job, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
         self.batch_ids = job.batch_ids
-        if self.max_enqueued_tokens is not None:  # submit what capacity allows now, then wait again
+        if self.enqueued_limits.is_set:  # submit what capacity allows now, then wait again
             return self._wait(context, job, batches)
         return self._finish(context, job, batches)
 
@@ -372,9 +396,10 @@ class OpenAIBatchJobOperator(BaseOperator):
         usages = [(batch.model or shard.model, batch.usage) for shard, batch in shard_batches if batch is not None]
         ti.xcom_push(key=XCOM_COST, value=report_cost(self, usages, self.price_table))
         first = self._judge(plan, batches)
+        capacity = {"enqueued_limits": self.enqueued_limits.to_dict() if self.enqueued_limits.is_set else None}
         if first.reason == "shard_failed":  # nothing to merge while the other shards may still run
             manifest = build_manifest(
-                plan, batches, output=None, error=None, stats=None, verdict="fail", reason=first.reason
+                plan, batches, output=None, error=None, stats=None, verdict="fail", reason=first.reason, **capacity
             )
             ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
             raise AirflowFailException(first.message)
@@ -388,7 +413,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         outcome = self._judge(plan, batches, answered=stats.output_lines, unfinished=unfinished)
         verdict = "fail" if outcome.verdict is Verdict.FAIL else "succeed"
         manifest = build_manifest(
-            plan, batches, output=output, error=error, stats=stats, verdict=verdict, reason=outcome.reason
+            plan, batches, output=output, error=error, stats=stats, verdict=verdict, reason=outcome.reason, **capacity
         )
         ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
         files = f" Merged output: {output['path']}" + (f"; errors: {error['path']}" if error else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_openai_batch.capacity import EnqueuedLimit, EnqueuedLimits
 from airflow_provider_openai_batch.job.admission import (
     MAX_CAPACITY_RETRIES,
     admit,
@@ -16,8 +17,12 @@ from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch
 
 
-def shard(i: int, size: int, model: str = "m", batch_id: str | None = None, **kw: Any) -> ShardInfo:
-    return ShardInfo(i, model, i + 1, i + 1, 1, size, 0, batch_id=batch_id, **kw)
+def shard(i: int, size: int, model: str = "m", batch_id: str | None = None, requests: int = 1, **kw: Any) -> ShardInfo:
+    return ShardInfo(i, model, i + 1, i + 1, requests, size, 0, batch_id=batch_id, **kw)
+
+
+def tokens(limit: int | dict[str, int]) -> EnqueuedLimits:
+    return EnqueuedLimits(tokens=EnqueuedLimit.parse(limit, name="max_enqueued_tokens"))
 
 
 def plan(*shards: ShardInfo) -> JobPlan:
@@ -25,8 +30,8 @@ def plan(*shards: ShardInfo) -> JobPlan:
     return JobPlan("in", "0" * 64, len(shards), 0, "/v1/chat/completions", limits, True, tuple(shards))
 
 
-def batch(batch_id: str, status: str, code: str | None = None) -> Batch:
-    data: dict[str, Any] = {"id": batch_id, "status": status}
+def batch(batch_id: str, status: str, code: str | None = None, **extra: Any) -> Batch:
+    data: dict[str, Any] = {"id": batch_id, "status": status, **extra}
     if code:
         data["errors"] = {"data": [{"code": code, "message": "full"}]}
     return Batch.from_dict(data)
@@ -36,18 +41,18 @@ def test_admits_in_order_within_the_budget_per_model() -> None:
     job = plan(shard(0, 40, batch_id="b0"), shard(1, 40), shard(2, 30), shard(3, 10, model="n"), shard(4, 10))
     running = {"b0": batch("b0", "in_progress")}
 
-    chosen = admit(job, running, max_tokens=100, now=0)
+    chosen = admit(job, running, limits=tokens(100), now=0)
 
     # 40 runs; shard 1 fits (80), shard 2 would make 110: it and the later shard 4 of its model wait.
     assert [s.index for s in chosen] == [1, 3]
-    assert [s.index for s in admit(job, {"b0": batch("b0", "completed")}, max_tokens=100, now=0)] == [1, 2, 3, 4]
+    assert [s.index for s in admit(job, {"b0": batch("b0", "completed")}, limits=tokens(100), now=0)] == [1, 2, 3, 4]
 
 
 def test_a_shard_alone_is_admitted_whatever_its_size_and_back_off_is_respected() -> None:
-    assert [s.index for s in admit(plan(shard(0, 500)), {}, max_tokens=100, now=0)] == [0]
+    assert [s.index for s in admit(plan(shard(0, 500)), {}, limits=tokens(100), now=0)] == [0]
     waiting = plan(shard(0, 10, not_before=50.0))
-    assert admit(waiting, {}, max_tokens=100, now=49) == []
-    assert [s.index for s in admit(waiting, {}, max_tokens=100, now=50)] == [0]
+    assert admit(waiting, {}, limits=tokens(100), now=49) == []
+    assert [s.index for s in admit(waiting, {}, limits=tokens(100), now=50)] == [0]
 
 
 def test_only_capacity_failures_are_requeued_with_a_growing_back_off() -> None:
@@ -63,12 +68,49 @@ def test_only_capacity_failures_are_requeued_with_a_growing_back_off() -> None:
     assert requeued == 1 and [s.index for s in pending(again)] == [0]
     assert again.shards[0].capacity_retries == 1 and again.shards[0].not_before == 105
     assert capacity_backoff(5, 3) == 20 and capacity_backoff(5, 40) == 3600
+    assert again.shards[0].input_file_id is None  # cut again from the input
+    # A resubmission round's shard is made again from the file its failed batch was made from.
+    seen["b2"] = batch("b2", "failed", "request_limit_exceeded", input_file_id="file-r1")
+    again, requeued = requeue_capacity_failures(job, seen, now=100, poll_interval=5)
+    assert requeued == 2 and again.shards[2].input_file_id == "file-r1" and again.shards[2].batch_id is None
     spent = plan(shard(0, 10, batch_id="b0", capacity_retries=MAX_CAPACITY_RETRIES))
     assert requeue_capacity_failures(spent, seen, now=0, poll_interval=5)[1] == 0
 
 
 def test_the_plan_carries_admission_state_across_the_deferral() -> None:
-    job = plan(shard(0, 10, capacity_retries=2, not_before=7.5))
+    job = plan(shard(0, 10, capacity_retries=2, not_before=7.5, input_file_id="file-1"))
     job = JobPlan.from_dict({**job.to_dict(), "capacity_wait_seconds": 3.5, "waiting_since": 1.0})
     assert job.shards[0].capacity_retries == 2 and job.shards[0].not_before == 7.5
+    assert job.shards[0].input_file_id == "file-1"
     assert (job.capacity_wait_seconds, job.waiting_since) == (3.5, 1.0)
+
+
+def test_requests_are_budgeted_alongside_tokens_and_either_holds_a_shard_back() -> None:
+    job = plan(*(shard(i, 10, requests=10) for i in range(10)))
+    by_requests = EnqueuedLimits(requests=EnqueuedLimit(30))
+
+    assert [s.index for s in admit(job, {}, limits=by_requests, now=0)] == [0, 1, 2]
+    running = job.with_shards([s.with_batch(f"b{s.index}", reused=False) if s.index < 3 else s for s in job.shards])
+    seen = {"b0": batch("b0", "completed"), "b1": batch("b1", "in_progress"), "b2": batch("b2", "finalizing")}
+    assert [s.index for s in admit(running, seen, limits=by_requests, now=0)] == [3]  # one finished: one more
+    # Both set: the tighter one for this job decides (tokens 25 = two shards, requests 30 = three).
+    both = EnqueuedLimits(tokens=EnqueuedLimit(25), requests=EnqueuedLimit(30))
+    assert [s.index for s in admit(job, {}, limits=both, now=0)] == [0, 1]
+
+
+def test_limits_apply_per_model_and_unnamed_models_are_free() -> None:
+    job = plan(shard(0, 10, "a", requests=5), shard(1, 10, "a", requests=5), shard(2, 10, "b", requests=5))
+    job = job.with_shards([*job.shards, shard(3, 10, "b", requests=5), shard(4, 10, "c", requests=5)])
+    limits = EnqueuedLimits(requests=EnqueuedLimit.parse({"a": 5, "b": 10}, name="max_enqueued_requests"))
+
+    assert [s.index for s in admit(job, {}, limits=limits, now=0)] == [0, 2, 3, 4]
+    assert [s.index for s in admit(job, {}, limits=EnqueuedLimits(), now=0)] == [0, 1, 2, 3, 4]
+
+
+def test_a_resubmission_round_counts_against_the_budget_like_the_input_shards() -> None:
+    job = plan(shard(0, 10, batch_id="b0", requests=4), shard(1, 10, batch_id="b1", requests=4))
+    job = job.with_shards([*job.shards, shard(2, 10, requests=3, round=1), shard(3, 10, requests=3, round=1)])
+    seen = {"b0": batch("b0", "in_progress"), "b1": batch("b1", "completed")}
+    limits = EnqueuedLimits(requests=EnqueuedLimit(8))
+
+    assert [s.index for s in admit(job, seen, limits=limits, now=0)] == [2]  # 4 running + 3 fits, + 3 more not
