@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["LookBack", "look_back", "task_instance_key"]
+__all__ = ["LookBack", "epoch_seconds", "look_back", "task_instance_key"]
 
 
 def task_instance_key(context: Any, *parts: str) -> str:
@@ -57,12 +57,13 @@ def look_back(context: Any) -> LookBack:
     try_number = getattr(context.get("ti"), "try_number", None)
     first_try = isinstance(try_number, int) and not isinstance(try_number, bool) and try_number == 1
     dag_run = context.get("dag_run")
-    moments = [_epoch(getattr(dag_run, name, None)) for name in ("run_after", "queued_at", "start_date")]
+    moments = [epoch_seconds(getattr(dag_run, name, None)) for name in ("run_after", "queued_at", "start_date")]
     known = [moment for moment in moments if moment is not None]
     return LookBack(needed=not first_try, not_before=min(known) if known else 0.0)
 
 
-def _epoch(value: object) -> float | None:
+def epoch_seconds(value: object) -> float | None:
+    """A ``datetime`` from the task context as epoch seconds (naive ones are UTC, as Airflow stores them)."""
     if not isinstance(value, datetime):
         return None
     if value.tzinfo is None:

@@ -34,7 +34,9 @@ def capacity_backoff(poll_interval: float, retries: int) -> float:
 
 
 def pending(plan: JobPlan) -> list[ShardInfo]:
-    """The shards without a batch yet, by index."""
+    """The shards without a batch yet, by index; none once the job's deadline was hit (they are given up)."""
+    if plan.deadline is not None and plan.deadline.hit:
+        return []
     return [shard for shard in plan.shards if shard.batch_id is None]
 
 

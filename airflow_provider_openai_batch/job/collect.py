@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_provider_openai_batch.job.destination import Destination
-from airflow_provider_openai_batch.job.merge import MergeStats, ResultFile, merge_results
+from airflow_provider_openai_batch.job.merge import MergeStats, Overdue, ResultFile, merge_results
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.models import Batch
 
@@ -43,6 +43,7 @@ def collect_results(
     input_name: str,
     destination: Any,
     retry_dir: Path | None = None,
+    overdue: Overdue | None = None,
 ) -> MergedJob:
     """Download the shard batches' output and error files to a scratch folder, then merge them in input order
     into ``<input name>_output.jsonl`` and ``<input name>_error.jsonl`` at ``destination``.
@@ -55,20 +56,24 @@ def collect_results(
     :param destination: a local folder, a URI or an ``ObjectStoragePath``.
     :param retry_dir: where to write the input lines of retryable failures (``retry.jsonl``), for a
         resubmission; ``None``: not written.
+    :param overdue: what the job's deadline left unrun (shards never submitted have no batch and are skipped).
     """
     stem = Path(input_name).stem or "job"
     with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
         work = Path(scratch)
         started = time.monotonic()
         results: list[ResultFile] = []
+        cancelled = set(plan.deadline.cancelled) if plan.deadline is not None else set()
         for shard in plan.shards:
+            if shard.batch_id is None and overdue is not None:  # never submitted before the deadline
+                continue
             batch = batches[str(shard.batch_id)]
             # Errors first, answers last: a line with both keeps its answer.
             for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
                 if file_id:
                     path = work / f"{file_id}.jsonl"
                     download(file_id, path)
-                    results.append(ResultFile(path, ok=ok))
+                    results.append(ResultFile(path, ok=ok, overdue=batch.id in cancelled))
         downloaded = time.monotonic()
         target = Destination(destination, work)
         out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
@@ -81,7 +86,15 @@ def collect_results(
             again = stack.enter_context(open(retry, "wb")) if retry is not None else None
             again_numbers = stack.enter_context(open(numbers, "wb")) if numbers is not None else None
             stats = merge_results(
-                handle, results, out, err, plan=plan, workdir=work, retry=again, retry_lines=again_numbers
+                handle,
+                results,
+                out,
+                err,
+                plan=plan,
+                workdir=work,
+                retry=again,
+                retry_lines=again_numbers,
+                overdue=overdue,
             )
         output = {"path": target.publish(out_name, out_scratch), "lines": stats.output_lines}
         output["bytes"] = stats.output_bytes

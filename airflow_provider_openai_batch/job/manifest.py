@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_provider_openai_batch.job.merge import MergeStats
+from airflow_provider_openai_batch.job.deadline import deadline_report
+from airflow_provider_openai_batch.job.merge import DEADLINE_EXCEEDED, MergeStats
 from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch
 
@@ -42,6 +43,13 @@ def _shard(shard: ShardInfo, batch: Batch) -> dict[str, Any]:
         "reused": shard.reused,
         "round": shard.round,
     }
+
+
+def _deadline(plan: JobPlan, stats: MergeStats | None) -> dict[str, Any] | None:
+    if plan.deadline is None:
+        return None
+    lines = stats.error_codes.get(DEADLINE_EXCEEDED, 0) if stats is not None else None
+    return deadline_report(plan.deadline, plan, lines)
 
 
 def build_manifest(
@@ -101,6 +109,9 @@ def build_manifest(
             "wait_seconds": round(plan.capacity_wait_seconds, 3),
             "capacity_retries": sum(shard.capacity_retries for shard in plan.shards),
         },
+        # The deadline (None without one): when, whether it was hit with work unfinished, the batches cancelled
+        # then, the shards never submitted, and the lines left as deadline_exceeded.
+        "deadline": _deadline(plan, stats),
         "usage": total_usage([batch for _, batch in shards]),
         "verdict": verdict,
         "reason": reason,

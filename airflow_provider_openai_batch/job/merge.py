@@ -8,6 +8,7 @@ the local result files into place. Memory stays small whatever the job's size; n
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -22,10 +23,12 @@ from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.job.split import iter_bounded_lines, open_index
 
 __all__ = [
+    "DEADLINE_EXCEEDED",
     "MISSING_RESULT",
     "RETRYABLE_CODES",
     "InputChangedError",
     "MergeStats",
+    "Overdue",
     "ResultFile",
     "classify_error",
     "merge_results",
@@ -33,6 +36,8 @@ __all__ = [
 
 #: Error code of a merged error line written for an input line that no shard batch answered.
 MISSING_RESULT = "missing_result"
+#: Error code of a merged error line for an input line the job's deadline left unrun (cancelled or never sent).
+DEADLINE_EXCEEDED = "deadline_exceeded"
 #: Error codes of lines that may succeed when run again (besides HTTP 408, 429 and 5xx answers).
 RETRYABLE_CODES = frozenset(
     {"batch_expired", "rate_limit_exceeded", "server_error", "internal_error", "timeout", "service_unavailable"}
@@ -55,6 +60,38 @@ class ResultFile:
 
     path: Path
     ok: bool
+    #: the file of a batch cancelled at the job's deadline: its ``batch_cancelled`` lines are ``deadline_exceeded``.
+    overdue: bool = False
+
+
+class Overdue:
+    """The input lines the job's deadline left unrun: in the line ranges of the shards whose batch was cancelled
+    at the deadline or that were never submitted.
+
+    :param ranges: ``(first_line, last_line)`` of those shards.
+    :param message: the error message of their lines.
+    """
+
+    def __init__(self, ranges: Sequence[tuple[int, int]], message: str) -> None:
+        merged: list[list[int]] = []
+        for first, last in sorted(ranges):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        self._firsts = [first for first, _ in merged]
+        self._lasts = [last for _, last in merged]
+        self.message = message
+
+    def covers(self, line_no: int) -> bool:
+        at = bisect.bisect_right(self._firsts, line_no) - 1
+        return at >= 0 and line_no <= self._lasts[at]
+
+    def line(self, custom_id: str) -> bytes:
+        """The error line written for an input line the deadline left unrun."""
+        error = {"code": DEADLINE_EXCEEDED, "message": self.message}
+        line = {"id": None, "custom_id": custom_id, "response": None, "error": error}
+        return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 @dataclass
@@ -216,6 +253,7 @@ def merge_results(
     workdir: str | os.PathLike[str],
     retry: IO[bytes] | None = None,
     retry_lines: IO[bytes] | None = None,
+    overdue: Overdue | None = None,
 ) -> MergeStats:
     """Write every input line's result to ``output`` (answers) or ``errors`` (failures, no result), in input order.
 
@@ -228,6 +266,8 @@ def merge_results(
     :param retry: where the input lines of retryable failures go, in input order, as a new input (the input
         stream is read a second time for them, from its start: it must be seekable).
     :param retry_lines: with ``retry``: the input line number of each of them, as 8-byte integers.
+    :param overdue: what the job's deadline left unrun: those lines' ``batch_cancelled`` or missing results
+        become ``deadline_exceeded`` lines (never retried).
     :raises InputChangedError: when the input is not the one that was split.
     """
     stats = MergeStats()
@@ -257,10 +297,15 @@ def merge_results(
                 stats.output_lines += 1
                 stats.output_bytes += len(raw)
             else:
+                code, retryable = (MISSING_RESULT, False) if src is None else classify_error(raw)
+                if overdue is not None and (
+                    (src is None and overdue.covers(line_no))
+                    or (src is not None and results[src].overdue and code == "batch_cancelled")
+                ):
+                    raw, code, retryable = overdue.line(custom_id), DEADLINE_EXCEEDED, False
                 errors.write(raw)
                 stats.error_lines += 1
                 stats.error_bytes += len(raw)
-                code, retryable = (MISSING_RESULT, False) if src is None else classify_error(raw)
                 stats.count_code(code)
                 if retryable:
                     stats.retryable += 1

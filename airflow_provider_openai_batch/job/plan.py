@@ -8,7 +8,44 @@ from typing import Any
 
 from airflow_provider_openai_batch.job.limits import ShardLimits
 
-__all__ = ["JobPlan", "ShardInfo"]
+__all__ = ["JobDeadline", "JobPlan", "ShardInfo"]
+
+
+@dataclass(frozen=True)
+class JobDeadline:
+    """A job's deadline, resolved once to a moment, and what happened at it (see :mod:`.deadline`).
+
+    :param at: epoch seconds of the deadline.
+    :param on_deadline: ``fail`` or ``partial``.
+    :param hit_at: epoch seconds when the job found the deadline passed with work unfinished; ``None`` before.
+    :param cancelled: the job's own batches it cancelled at the deadline.
+    """
+
+    at: float
+    on_deadline: str
+    hit_at: float | None = None
+    cancelled: tuple[str, ...] = ()
+
+    @property
+    def hit(self) -> bool:
+        return self.hit_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "on_deadline": self.on_deadline,
+            "hit_at": self.hit_at,
+            "cancelled": list(self.cancelled),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobDeadline:
+        return cls(
+            at=float(data["at"]),
+            on_deadline=str(data["on_deadline"]),
+            hit_at=float(data["hit_at"]) if data.get("hit_at") is not None else None,
+            cancelled=tuple(str(b) for b in data.get("cancelled") or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +144,7 @@ class JobPlan:
     :param shards: the shards, by index.
     :param capacity_wait_seconds: time so far during which a shard waited for capacity (enqueued limit).
     :param waiting_since: epoch seconds since which a shard waits for capacity, ``None`` when none does.
+    :param deadline: the job's deadline, ``None`` without one.
     """
 
     source: str
@@ -119,6 +157,7 @@ class JobPlan:
     shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
     capacity_wait_seconds: float = 0.0
     waiting_since: float | None = None
+    deadline: JobDeadline | None = None
 
     @property
     def rounds(self) -> int:
@@ -144,6 +183,7 @@ class JobPlan:
             "shards": [shard.to_dict() for shard in self.shards],
             "capacity_wait_seconds": self.capacity_wait_seconds,
             "waiting_since": self.waiting_since,
+            "deadline": self.deadline.to_dict() if self.deadline is not None else None,
         }
 
     @classmethod
@@ -159,4 +199,5 @@ class JobPlan:
             shards=tuple(ShardInfo.from_dict(item) for item in data.get("shards") or ()),
             capacity_wait_seconds=float(data.get("capacity_wait_seconds") or 0.0),
             waiting_since=float(data["waiting_since"]) if data.get("waiting_since") is not None else None,
+            deadline=JobDeadline.from_dict(data["deadline"]) if data.get("deadline") else None,
         )

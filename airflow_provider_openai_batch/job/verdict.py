@@ -7,14 +7,14 @@ fails it unless ``allow_partial``. Then the totals decide: no answered line fail
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from airflow_provider_openai_batch.job.plan import ShardInfo
+from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict, judge_batch
 
-__all__ = ["JobOutcome", "describe_job_progress", "judge_job"]
+__all__ = ["JobOutcome", "describe_job_progress", "judge_job", "judge_plan"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class JobOutcome:
 
     :param verdict: wait, succeed or fail.
     :param reason: ``running``, ``shard_failed``, ``expired``, ``cancelled``, ``all_requests_failed``,
-        ``no_output``, ``too_many_failed_requests``, ``completed`` or ``partial``.
+        ``no_output``, ``too_many_failed_requests``, ``completed``, ``partial`` or ``deadline`` (accepted with
+        what the job had at its deadline).
     :param message: what happened, naming the shards concerned.
     """
 
@@ -44,6 +45,7 @@ def judge_job(
     allow_partial: bool = False,
     max_failed_requests: int | float | None = None,
     unfinished: int | None = None,
+    deadline_cancelled: Collection[str] | None = None,
 ) -> JobOutcome:
     """Decide what the shard batches mean for the job.
 
@@ -56,6 +58,8 @@ def judge_job(
         applies to the job's total.
     :param unfinished: after the merge, the job's lines that never ran (expired or cancelled) in the end:
         an expired or cancelled shard whose lines were all run again by a resubmission is then no failure.
+    :param deadline_cancelled: set when the job's deadline was hit and ``on_deadline="partial"``: the batches
+        it cancelled then, accepted as partial whatever ``allow_partial`` says (the totals still decide).
     """
     policy = FailedRequestsPolicy(max_failed_requests)
     failed = [(s, b) for s, b in shards if b.status is BatchStatus.FAILED]
@@ -73,16 +77,18 @@ def judge_job(
         done = sum(1 for _, b in shards if b.status.is_terminal)
         return JobOutcome(Verdict.WAIT, "running", f"{done}/{len(shards)} shard batches finished")
     short = [(s, b) for s, b in shards if b.status.may_have_partial_output]
-    if short and not allow_partial and (unfinished is None or unfinished > 0):
-        status = short[0][1].status.value
+    accepted = set(deadline_cancelled or ())
+    refused = [(s, b) for s, b in short if b.id not in accepted]
+    if refused and not allow_partial and (unfinished is None or unfinished > 0):
+        status = refused[0][1].status.value
         lines = "\n".join(
             f"{_name(s, b)}: {b.status.value}, {b.request_counts.completed} completed of {b.request_counts.total}"
-            for s, b in short
+            for s, b in refused
         )
         return JobOutcome(
             Verdict.FAIL,
             status,
-            f"{len(short)} shard batch(es) ended before finishing:\n{lines}\nSet allow_partial=True to accept "
+            f"{len(refused)} shard batch(es) ended before finishing:\n{lines}\nSet allow_partial=True to accept "
             "partial results.",
         )
     completed = answered if answered is not None else sum(b.request_counts.completed for _, b in shards)
@@ -100,9 +106,38 @@ def judge_job(
             f"The job has more failed requests than max_failed_requests={policy.describe()}: {tally}; see the "
             "error file (failed lines by error code are in the manifest).",
         )
+    if deadline_cancelled is not None and failures:
+        return JobOutcome(
+            Verdict.SUCCEED, "deadline", f"Job accepted with the results it had at its deadline: {tally}."
+        )
     if short and (unfinished is None or unfinished > 0):
         return JobOutcome(Verdict.SUCCEED, "partial", f"Job accepted with partial results: {tally}.")
     return JobOutcome(Verdict.SUCCEED, "completed", f"Job completed: {tally}.")
+
+
+def judge_plan(
+    plan: JobPlan,
+    batches: Mapping[str, Batch],
+    *,
+    allow_partial: bool,
+    max_failed_requests: int | float | None,
+    answered: int | None = None,
+    unfinished: int | None = None,
+) -> JobOutcome:
+    """:func:`judge_job` over a plan: every shard that has a batch, and the batches its deadline cancelled
+    accepted when ``on_deadline="partial"``."""
+    from airflow_provider_openai_batch.job.deadline import accepted_at_deadline
+
+    pairs = [(shard, batches[shard.batch_id]) for shard in plan.shards if shard.batch_id and shard.batch_id in batches]
+    return judge_job(
+        pairs,
+        requests=plan.requests,
+        answered=answered,
+        allow_partial=allow_partial,
+        max_failed_requests=max_failed_requests,
+        unfinished=unfinished,
+        deadline_cancelled=accepted_at_deadline(plan),
+    )
 
 
 def describe_job_progress(batches: Sequence[Batch], requests: int | None = None) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
     from airflow_provider_openai_batch.job.collect import MergedJob
+    from airflow_provider_openai_batch.job.merge import Overdue
     from airflow_provider_openai_batch.job.plan import JobPlan
     from airflow_provider_openai_batch.models import Batch
 
@@ -25,6 +26,7 @@ def merge_job(
     destination: Any,
     log: logging.Logger | Any,
     retry_dir: Path | None = None,
+    overdue: Overdue | None = None,
 ) -> MergedJob:
     """Merge the job's results in input order at ``destination`` (see :func:`..job.collect.collect_results`).
 
@@ -35,6 +37,7 @@ def merge_job(
     :param destination: where the merged files go.
     :param log: the task's logger.
     :param retry_dir: where to write the lines to resubmit, ``None`` when no round follows.
+    :param overdue: what the job's deadline left unrun, ``None`` when it was not hit.
     """
     from airflow_provider_openai_batch.job.collect import collect_results
     from airflow_provider_openai_batch.operators.input_file import InputFile
@@ -48,6 +51,7 @@ def merge_job(
         input_name=source.name,
         destination=destination,
         retry_dir=retry_dir,
+        overdue=overdue,
     )
     stats = merged.stats
     log.info(

@@ -45,6 +45,7 @@ def poll_in_worker(
     :param done: whether nothing is left to wait for.
     :param between: run after each poll round.
     """
+    from airflow_provider_openai_batch.job.deadline import job_wake_at
     from airflow_provider_openai_batch.job.verdict import describe_job_progress
     from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, GiveUp, KeepWaiting, WaitPolicy
     from airflow_provider_openai_batch.waiting import raise_give_up
@@ -53,7 +54,8 @@ def poll_in_worker(
     started = time.monotonic()
     decisions: dict[str, BatchWaitDecision] = {}
     while not done(plan, batches):
-        time.sleep(poll_interval)
+        wake = job_wake_at(plan, now=time.time())  # a deadline or a back-off may come before the next round
+        time.sleep(poll_interval if wake is None else min(poll_interval, max(0.0, wake - time.time())))
         for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
             decisions.setdefault(batch_id, BatchWaitDecision(batch_id, policy, started_at=started))
             try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +16,8 @@ from airflow.sdk import BaseOperator
 from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
 from airflow_provider_openai_batch.capacity import EnqueuedLimit
+from airflow_provider_openai_batch.job.deadline import check_on_deadline, parse_deadline
+from airflow_provider_openai_batch.job.merge import DEADLINE_EXCEEDED as DEADLINE
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
 from airflow_provider_openai_batch.waiting import as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.job.limits import ShardLimits
     from airflow_provider_openai_batch.job.plan import JobPlan
     from airflow_provider_openai_batch.job.split import SplitInput
+    from airflow_provider_openai_batch.job.verdict import JobOutcome
     from airflow_provider_openai_batch.models import Batch
     from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
     from airflow_provider_openai_batch.pricing import PriceTable
@@ -95,6 +100,17 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param max_enqueued_requests: the organization's enqueued-request limit, as ``max_enqueued_tokens`` (a
         number or ``{model: number}``; over the connection extra of the same name), counted in requests
         (lines); shards are cut to at most the smallest of it. Both limits apply when both are set.
+    :param deadline: when the job must end (templated): a ``datetime`` with a time zone (or an ISO-8601 string
+        with its offset), or a duration counted from the DAG run's start: a ``timedelta``, seconds, or an ISO-8601
+        duration (``PT6H``). The run's start, unlike the task's, is the same in every try and after deferrals,
+        so a retry never pushes the deadline out. Checked before anything is uploaded; a deadline already past
+        fails the task then. ``None`` (or a template that renders empty): no deadline.
+    :param on_deadline: what happens when the deadline passes with work unfinished. Then no further shard or
+        resubmission round is submitted, and every batch of this job still running is cancelled (the job's
+        own only). ``"fail"`` (default): fail at once with the counts. ``"partial"``: wait until the cancelled
+        batches end, merge what exists, and succeed if ``max_failed_requests`` allows (cancelled batches are
+        accepted without ``allow_partial``); the lines not run are in the error file as ``deadline_exceeded``.
+        Enforced while deferred (the trigger wakes at the deadline) and in the worker.
     :param prices: price overrides, ``{model: {"input", "output", "cached_input"?, "max_output_tokens"?}}`` in
         USD per 1M tokens at batch prices, over the shipped table and the connection extra's ``prices``.
         Used for the ``estimate`` and ``cost`` XComs.
@@ -111,6 +127,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         "completion_window",
         "metadata",
         "output_expires_after",
+        "deadline",
     )
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#10a37f"
@@ -138,6 +155,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         max_resubmits: int = 0,
         max_enqueued_tokens: int | Mapping[str, int] | None = None,
         max_enqueued_requests: int | Mapping[str, int] | None = None,
+        deadline: Any = None,
+        on_deadline: str = "fail",
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
@@ -171,6 +190,10 @@ class OpenAIBatchJobOperator(BaseOperator):
         EnqueuedLimit.parse(max_enqueued_requests, name="max_enqueued_requests")
         self.max_enqueued_tokens = max_enqueued_tokens
         self.max_enqueued_requests = max_enqueued_requests
+        if not isinstance(deadline, str):  # a string may be a template: checked once rendered
+            parse_deadline(deadline)
+        self.deadline = deadline
+        self.on_deadline = check_on_deadline(on_deadline)
         self.prices = prices
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
@@ -213,17 +236,24 @@ class OpenAIBatchJobOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_openai_batch.operators._job_deadline import refuse_past, resolve_job_deadline
         from airflow_provider_openai_batch.operators._job_submit import split_job
         from airflow_provider_openai_batch.operators.batch import check_create_arguments
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
         # Everything the client can check is checked before anything is uploaded or billed.
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
+        deadline = resolve_job_deadline(
+            context, self.deadline, self.on_deadline, log=self.log, dry_run=self.dry_run_only
+        )
         limits = self.limits()
 
         source = InputFile(self.input_file)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
             split = split_job(source, work, endpoint=self.endpoint, limits=limits, log=self.log)
+            if deadline is not None:  # checked again: splitting a large input takes a while
+                refuse_past(deadline, dry_run=self.dry_run_only)
+                split = replace(split, plan=replace(split.plan, deadline=deadline))
             plan = split.plan
             if split.estimator is not None:
                 estimate = split.estimator.result(plan.endpoint, self.price_table())
@@ -305,27 +335,37 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     def _judge(
         self, plan: JobPlan, batches: Mapping[str, Batch], answered: int | None = None, unfinished: int | None = None
-    ) -> Any:
-        from airflow_provider_openai_batch.job.verdict import judge_job
+    ) -> JobOutcome:
+        from airflow_provider_openai_batch.job.verdict import judge_plan
 
-        pairs = [
-            (shard, batches[shard.batch_id]) for shard in plan.shards if shard.batch_id and shard.batch_id in batches
-        ]
-        return judge_job(
-            pairs,
-            requests=plan.requests,
+        failed = self.max_failed_requests
+        return judge_plan(
+            plan,
+            batches,
             answered=answered,
-            allow_partial=self.allow_partial,
-            max_failed_requests=self.max_failed_requests,
             unfinished=unfinished,
+            allow_partial=self.allow_partial,
+            max_failed_requests=failed,
         )
+
+    def _between(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
+        """What is due before (and between) waits: at a passed deadline its cancels, else admission."""
+        from airflow_provider_openai_batch.job.deadline import deadline_step
+        from airflow_provider_openai_batch.operators._job_deadline import meet_deadline
+
+        step = deadline_step(plan, batches, now=time.time())
+        if step is not None:
+            limits = self.enqueued_limits.to_dict() if self.enqueued_limits.is_set else None
+            return meet_deadline(context, plan, batches, step, hook=self.hook, log=self.log, enqueued_limits=limits)
+        if self.enqueued_limits.is_set:
+            return self._admit(context, plan, batches)
+        return plan, batches
 
     def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
         from airflow_provider_openai_batch.job.admission import pending
+        from airflow_provider_openai_batch.job.deadline import job_wake_at
 
-        if self.enqueued_limits.is_set:
-            plan, batches = self._admit(context, plan, batches)
-        waiting = pending(plan)
+        plan, batches = self._between(context, plan, batches)
         if self._done_waiting(plan, batches):
             return self._finish(context, plan, batches)
         if self.deferrable:
@@ -333,15 +373,14 @@ class OpenAIBatchJobOperator(BaseOperator):
 
             timeout = as_seconds(self.wait_timeout)
             batch_ids = plan.batch_ids
-            if self.enqueued_limits.is_set:  # wait on the running ones; the others are known
+            if self.enqueued_limits.is_set or plan.deadline is not None:  # the others are known
                 batch_ids = [b for b in batch_ids if b not in batches or not batches[b].status.is_terminal]
-            due = [shard.not_before for shard in waiting if shard.not_before is not None]
             self.defer(
                 trigger=OpenAIBatchJobTrigger(
                     conn_id=self.conn_id,
                     batch_ids=batch_ids,
-                    wake_on_finish=bool(waiting),
-                    wake_at=min(due) if due else None,
+                    wake_on_finish=bool(pending(plan)),
+                    wake_at=job_wake_at(plan, now=time.time()),
                     poll_interval=self.poll_interval,
                     cancel_on_kill=self.cancel_on_kill,
                     max_consecutive_errors=self.max_consecutive_errors,
@@ -373,7 +412,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             timeout=as_seconds(self.wait_timeout),
             max_consecutive_errors=self.max_consecutive_errors,
             done=self._done_waiting,
-            between=(lambda p, b: self._admit(context, p, b)) if self.enqueued_limits.is_set else None,
+            between=lambda p, b: self._between(context, p, b),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -382,13 +421,14 @@ class OpenAIBatchJobOperator(BaseOperator):
 
         job, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
         self.batch_ids = job.batch_ids
-        if self.enqueued_limits.is_set:  # submit what capacity allows now, then wait again
+        if self.enqueued_limits.is_set or job.deadline is not None:  # admit, or meet the deadline
             return self._wait(context, job, batches)
         return self._finish(context, job, batches)
 
     # -- merging and judging -------------------------------------------------------------------
 
     def _finish(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
+        from airflow_provider_openai_batch.job.deadline import past_deadline
         from airflow_provider_openai_batch.job.manifest import build_manifest
 
         ti = context["ti"]
@@ -404,12 +444,12 @@ class OpenAIBatchJobOperator(BaseOperator):
             ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
             raise AirflowFailException(first.message)
         with tempfile.TemporaryDirectory(prefix="openai-batch-resubmit-") as work:
-            again = plan.rounds < self.max_resubmits
+            again = plan.rounds < self.max_resubmits and not past_deadline(plan, now=time.time(), log=self.log)
             merged = self._merge(plan, batches, retry_dir=Path(work) if again else None)
             if again and merged.stats.retry_lines:
                 return self._resubmit(context, plan, batches, merged, Path(work))
         output, error, stats = merged.output, merged.error, merged.stats
-        unfinished = sum(stats.error_codes.get(code, 0) for code in ("batch_expired", "batch_cancelled"))
+        unfinished = sum(stats.error_codes.get(code, 0) for code in ("batch_expired", "batch_cancelled", DEADLINE))
         outcome = self._judge(plan, batches, answered=stats.output_lines, unfinished=unfinished)
         verdict = "fail" if outcome.verdict is Verdict.FAIL else "succeed"
         manifest = build_manifest(
@@ -423,6 +463,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         return manifest
 
     def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], retry_dir: Path | None = None) -> MergedJob:
+        from airflow_provider_openai_batch.job.deadline import overdue
         from airflow_provider_openai_batch.operators._job_merge import merge_job
 
         return merge_job(
@@ -433,6 +474,7 @@ class OpenAIBatchJobOperator(BaseOperator):
             destination=self.destination,
             log=self.log,
             retry_dir=retry_dir,
+            overdue=overdue(plan),
         )
 
     def on_kill(self) -> None:

@@ -45,8 +45,9 @@ class OpenAIBatchJobTrigger(BaseTrigger):
     :param max_retries: retries per poll inside the hook.
     :param wake_on_finish: fire as soon as one batch ends (the job's admission then submits shards that waited
         for capacity), with every batch as last seen.
-    :param wake_at: epoch seconds at which to fire even if no batch ended (a shard's back-off is over);
-        ``batch_ids`` may then be empty.
+    :param wake_at: epoch seconds at which to fire even if no batch ended (a shard's back-off is over, or the
+        job's deadline comes: checked after each poll round, so within one interval); ``batch_ids`` may then
+        be empty.
     """
 
     def __init__(
