@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fault", action="append", default=[], metavar="SPEC", help="add a fault rule (see below); repeatable"
     )
+    for what in ("token", "request"):
+        parser.add_argument(
+            f"--enqueued-{what}-limit",
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"enqueued-{what} limit per model: a batch over it fails with {what}_limit_exceeded (default: none)",
+        )
     parser.add_argument("--data-dir", default=None, help="where files are stored (default: a temporary directory)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -79,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for spec in args.fault:
         server.faults.add_spec(spec)
+    server.store.enqueued_token_limit = args.enqueued_token_limit
+    server.store.enqueued_request_limit = args.enqueued_request_limit
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

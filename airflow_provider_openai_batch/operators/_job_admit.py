@@ -74,30 +74,30 @@ def admit_shards(
             "submitted again after a back-off",
             requeued,
         )
-    chosen = admit(plan, batches, limits=limits, now=now)
-    # An input shard is made from its file, cut again from the input; a shard uploaded ahead (a resubmission
-    # round's, or one whose batch failed for capacity) from its uploaded file.
-    from_input = [shard for shard in chosen if shard.input_file_id is None]
-    uploaded = [shard for shard in chosen if shard.input_file_id is not None]
-    shards: list[ShardInfo] = []
-    created: dict[str, Batch] = {}
-    if from_input or uploaded:
-        keys = shard_keys(context, plan)
-    if from_input:
-        with contextlib.ExitStack() as stack:
-            if split is None:
-                split = split_again(plan, source, Path(stack.enter_context(tempfile.TemporaryDirectory())))
-            paths = dict(zip((shard.index for shard in split.plan.shards), split.paths, strict=True))
-            some = SplitInput(plan=plan.with_shards(from_input), paths=tuple(paths[s.index] for s in from_input))
-            shards, created = submit(some, [keys[s.index] for s in from_input], Path(source.name).stem or "job")
-    if uploaded:
-        made, more = create_uploaded(uploaded, [s.key or keys[s.index] for s in uploaded])
-        shards, created = [*shards, *made], {**created, **more}
-    if shards:
-        by_index = {shard.index: shard for shard in shards}
-        plan = plan.with_shards([by_index.get(shard.index, shard) for shard in plan.shards])
-        batches = {**batches, **created}
-        context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
+    with contextlib.ExitStack() as stack:
+        # Until nothing more fits: a batch an earlier try made may be found already ended (a retry or a clear),
+        # which frees its capacity at once, and a wait needs a running batch to wake on.
+        while chosen := admit(plan, batches, limits=limits, now=now):
+            # An input shard is made from its file, cut again from the input; a shard uploaded ahead (a
+            # resubmission round's, or one whose batch failed for capacity) from its uploaded file.
+            from_input = [shard for shard in chosen if shard.input_file_id is None]
+            uploaded = [shard for shard in chosen if shard.input_file_id is not None]
+            keys = shard_keys(context, plan)
+            shards: list[ShardInfo] = []
+            created: dict[str, Batch] = {}
+            if from_input:
+                if split is None:
+                    split = split_again(plan, source, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+                paths = dict(zip((shard.index for shard in split.plan.shards), split.paths, strict=True))
+                some = SplitInput(plan=plan.with_shards(from_input), paths=tuple(paths[s.index] for s in from_input))
+                shards, created = submit(some, [keys[s.index] for s in from_input], Path(source.name).stem or "job")
+            if uploaded:
+                made, more = create_uploaded(uploaded, [s.key or keys[s.index] for s in uploaded])
+                shards, created = [*shards, *made], {**created, **more}
+            by_index = {shard.index: shard for shard in shards}
+            plan = plan.with_shards([by_index.get(shard.index, shard) for shard in plan.shards])
+            batches = {**batches, **created}
+            context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
     left = pending(plan)
     if left:
         log.info("Admission: %d shard(s) wait for capacity (%s)", len(left), limits.describe())

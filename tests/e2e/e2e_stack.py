@@ -102,6 +102,10 @@ class AirflowStack:
     #: True: one ``admin`` user who logs in with a generated password (instead of "everyone is admin").
     login: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: More command-line options for the emulator (e.g. ``("--enqueued-request-limit", "20")``).
+    emulator_args: tuple[str, ...] = ()
+    #: More extras on the ``openai_default`` connection.
+    connection_extra: dict[str, Any] = field(default_factory=dict)
     _token: str = ""
     _http: requests.Session = field(default_factory=requests.Session)
     _restarts: int = 0
@@ -169,6 +173,7 @@ class AirflowStack:
                 str(self.phase_seconds),
                 "--data-dir",
                 str(self.home / "emulator-data"),
+                *self.emulator_args,
             ],
             stdout=subprocess.PIPE,
             stderr=log_path.open("wb"),
@@ -192,7 +197,7 @@ class AirflowStack:
             "conn_type": "openai_batch",
             "host": self.emulator_url,
             "password": self.api_key,
-            "extra": {"backoff_factor": 0.05, "backoff_max": 0.5},
+            "extra": {"backoff_factor": 0.05, "backoff_max": 0.5, **self.connection_extra},
         }
         env.update(
             {

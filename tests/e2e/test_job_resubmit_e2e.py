@@ -1,5 +1,9 @@
 """A job's resubmission rounds in a real Airflow 3: cleared while its first round of follow-up batches runs,
-the task runs again and finds every batch it made (shards and follow-ups alike): no batch is created twice."""
+the task runs again and finds every batch it made (shards and follow-ups alike): no batch is created twice.
+
+The connection carries an enqueued-request limit of two shards (``max_enqueued_requests`` extra), and the
+emulator enforces the same limit: a batch over it would fail with ``request_limit_exceeded``. The shards of
+every round, and the second try's, are admitted under it."""
 
 from __future__ import annotations
 
@@ -23,11 +27,19 @@ TASK = "run_job"
 SHARDS = 4
 #: Every batch lasts ~15 s (20 x the stack's 0.25 s phases, three phases): time to clear while a round runs.
 CONF = {"requests": 40, "error_rate": 0.3, "batch_metadata": {"emulator": "slow"}}
+#: Requests enqueued per model at most: two shards of 10.
+REQUEST_LIMIT = 20
 
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    stack = AirflowStack(home=tmp_path_factory.mktemp("airflow-home"), dags_folder=DAGS, expected_dag_ids=(JOB,))
+    stack = AirflowStack(
+        home=tmp_path_factory.mktemp("airflow-home"),
+        dags_folder=DAGS,
+        expected_dag_ids=(JOB,),
+        emulator_args=("--enqueued-request-limit", str(REQUEST_LIMIT)),
+        connection_extra={"max_enqueued_requests": REQUEST_LIMIT},
+    )
     try:
         stack.start()
         yield stack
@@ -73,13 +85,15 @@ def test_clearing_mid_resubmission_creates_no_batch_twice(airflow: AirflowStack)
     duplicates = {key: n for key, n in per_key.items() if n > 1}
     print(f"\nbatches: {len(batches)}, keys: {len(per_key)}, duplicates: {len(duplicates)}")
     assert duplicates == {}, "the clear created a batch again"
-    assert {b["status"] for b in batches} == {"completed"}  # nothing was cancelled or failed
+    # Nothing was cancelled, and none failed with request_limit_exceeded: never more than the limit in flight.
+    assert {b["status"] for b in batches} == {"completed"}
 
     manifest = airflow.xcom(JOB, run_id, TASK)
     rounds = [r["requests"] for r in manifest["rounds"]]
     print(f"requests per round: {rounds}")
     assert rounds[0] == 40 and len(rounds) >= 2 and rounds[1] > 0
     assert manifest["verdict"] == "succeed" and manifest["totals"]["batches"] == len(batches)
+    assert manifest["capacity"]["limits"]["max_enqueued_requests"] == REQUEST_LIMIT
     # The second try found the shards and the first round's follow-ups again, by their keys.
     reused = {s["batch_id"] for s in manifest["shards"] if s["reused"]}
     assert set(ids) <= reused

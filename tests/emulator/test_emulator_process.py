@@ -173,10 +173,31 @@ def test_cli_sigint_and_data_dir(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "files" / r.json()["id"]).read_bytes() == b"{}\n"
 
 
+def test_cli_enqueued_limits(tmp_path: Path) -> None:
+    proc, base_url, _ = _start_cli("--phase-seconds", "0", "--enqueued-request-limit", "3")
+    try:
+        h = {"Authorization": "Bearer sk-emulator"}
+
+        def status(lines: int) -> Any:
+            upload = {"file": ("a.jsonl", chat_jsonl(lines))}
+            f = requests.post(f"{base_url}/files", headers=h, files=upload, data={"purpose": "batch"}).json()
+            body = {"input_file_id": f["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+            b = requests.post(f"{base_url}/batches", headers=h, json=body).json()
+            return requests.get(f"{base_url}/batches/{b['id']}", headers=h).json()
+
+        over = status(4)
+        assert over["status"] == "failed" and over["errors"]["data"][0]["code"] == "request_limit_exceeded"
+        assert status(3)["status"] == "completed"
+    finally:
+        code, _ = _stop(proc)
+    assert code == 0
+
+
 def test_cli_help_and_bad_fault() -> None:
     mod = [sys.executable, "-m", "airflow_provider_openai_batch.emulator"]
     out = subprocess.run([*mod, "--help"], capture_output=True, text=True, timeout=30, check=True).stdout
-    for word in ("--fault", "--phase-seconds", "--api-key", "--data-dir", "created_then_error", "retry_after", "hold"):
+    options = ("--fault", "--phase-seconds", "--api-key", "--data-dir", "--enqueued-token-limit")
+    for word in (*options, "--enqueued-request-limit", "created_then_error", "retry_after", "hold"):
         assert word in out
     bad = subprocess.run([*mod, "--port", "0", "--fault", "*:explode"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "explode" in bad.stderr and bad.stdout == ""

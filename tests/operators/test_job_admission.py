@@ -208,3 +208,25 @@ def test_a_resubmission_round_waits_for_capacity_like_the_input_shards(
     assert len(round_files) == len(first_round)  # each uploaded once, whatever the deferrals
     answered = ids(manifest["output"]["path"])
     assert answered == sorted(answered, key=lambda c: int(c.split("-")[1])) and manifest["resubmitted"] > 0
+
+
+def test_a_clear_after_the_job_finds_every_batch_ended_and_waits_for_none(
+    openai_conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 12)
+    monkeypatch.setattr(openai_conn.store, "enqueued_request_limit", 4)
+    ti = FakeTI()
+
+    def op() -> Any:
+        return job_op(tmp_path, max_requests_per_batch=4, max_enqueued_requests=4, deferrable=True)
+
+    first, _ = run_deferred(op, ti, budget_batches=1)
+    created = set(openai_conn.batches)
+
+    # Run again (a clear): each shard admitted finds its batch, already completed, which frees the capacity
+    # at once; nothing is left to wait on, so the task ends without deferring.
+    again = op().execute(context(ti))
+
+    assert set(openai_conn.batches) == created and len(created) == 3
+    assert [s["reused"] for s in again["shards"]] == [True] * 3 and again["verdict"] == "succeed"
+    assert ids(again["output"]["path"]) == ids(first["output"]["path"]) == [f"req-{i}" for i in range(12)]
