@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import importlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
+
+from airflow_provider_openai_batch.emulator.launch import EmulatorProcess, command, launch
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO / "example_dags"
@@ -38,55 +38,6 @@ DEFAULT_DAG = "openai_batch_chat"
 EMULATOR_KEY = "sk-emulator"
 #: The examples ``make demo`` can run: every ``openai_batch_*.py`` module of ``example_dags/``.
 EXAMPLES = tuple(sorted(path.stem for path in DAGS_FOLDER.glob("openai_batch_*.py")))
-
-
-class Emulator:
-    """The emulator as a subprocess on a free loopback port; stopped at exit whatever happens."""
-
-    def __init__(self, phase_seconds: float) -> None:
-        self.phase_seconds = phase_seconds
-        self.proc: subprocess.Popen[str] | None = None
-        self.base_url = ""
-
-    def start(self) -> str:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "airflow_provider_openai_batch.emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--api-key",
-                EMULATOR_KEY,
-                "--phase-seconds",
-                str(self.phase_seconds),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        atexit.register(self.stop)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the first line names the URL; "" if the process died
-        if "listening on " not in line:
-            self.stop()
-            raise RuntimeError(f"the emulator did not start (first line: {line!r})")
-        self.base_url = line.rsplit("listening on ", 1)[1].strip()
-        return self.base_url
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def _configure_environment(*, verbose: bool, poll_interval: float, on_emulator: bool) -> None:
@@ -229,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 
     real = os.environ.get("AIRFLOW_CONN_OPENAI_DEFAULT")
-    emulator: Emulator | None = None
+    emulator: EmulatorProcess | None = None
     try:
         if real:
             print(
@@ -239,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             _configure_environment(verbose=args.verbose, poll_interval=30.0, on_emulator=False)
         else:
-            emulator = Emulator(args.phase_seconds)
-            url = emulator.start()
+            emulator = launch(command(api_key=EMULATOR_KEY, phase_seconds=args.phase_seconds))
+            atexit.register(emulator.stop)  # stopped at exit whatever happens
+            url = emulator.base_url
             print(
                 f"Started the local OpenAI Batch API emulator at {url} (no model, no API key, nothing billed;\n"
                 f"each batch status lasts {args.phase_seconds}s). The connection openai_default points at it:\n"

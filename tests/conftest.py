@@ -5,30 +5,15 @@ Connections come from ``AIRFLOW_CONN_*`` environment variables, so no Airflow da
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.connection import set_connection
 
 pytest_plugins = ["airflow_provider_openai_batch.emulator.pytest_plugin"]
-
-EMULATOR_KEY = "sk-emulator"
-
-
-def set_connection(
-    monkeypatch: pytest.MonkeyPatch, base_url: str, conn_id: str = "openai_default", **extra: Any
-) -> None:
-    """Point ``conn_id`` at ``base_url`` with the emulator's key; fast retries unless overridden."""
-    extra.setdefault("backoff_factor", 0.01)
-    extra.setdefault("backoff_max", 0.05)
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{conn_id.upper()}",
-        json.dumps({"conn_type": "openai_batch", "password": EMULATOR_KEY, "host": base_url, "extra": extra}),
-    )
 
 
 @pytest.fixture

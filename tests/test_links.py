@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from airflow_compat import TaskInstanceKey
 
 from airflow_provider_openai_batch.links import OpenAIBatchLink, console_url
 from airflow_provider_openai_batch.operators.batch import (
@@ -15,6 +14,7 @@ from airflow_provider_openai_batch.operators.batch import (
     OpenAIBatchDownloadOperator,
 )
 from airflow_provider_openai_batch.sensors.batch import OpenAIBatchSensor
+from tests._kit.airflow_compat import TaskInstanceKey
 
 KEY = TaskInstanceKey(dag_id="dag", task_id="create", run_id="run_1", try_number=1, map_index=-1)
 

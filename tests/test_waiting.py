@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_openai_batch._compat import default_deferrable
 from airflow_provider_openai_batch.emulator import EmulatorServer
@@ -18,6 +17,7 @@ from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
 from airflow_provider_openai_batch.wait_decision import WaitPolicy
 from airflow_provider_openai_batch.waiting import BatchWaitMixin, as_seconds
+from tests._kit.airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 
 GET_BATCH = "GET /v1/batches/{id}"
 LINE = {

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from .faults import parse_fault_spec
+from .launch import READY_PREFIX
 from .server import EmulatorServer
 
 _FAULT_HELP = """\
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    print(f"OpenAI Batch emulator listening on {server.base_url}", flush=True)
+    print(f"{READY_PREFIX}{server.base_url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass

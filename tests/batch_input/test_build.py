@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from input_helpers import MODEL
 
 from airflow_provider_openai_batch.batch_input import (
     build_chat_requests,
@@ -18,6 +17,7 @@ from airflow_provider_openai_batch.batch_input import (
     validate_batch_input,
     write_batch_input,
 )
+from tests._kit.inputs import MODEL
 
 BUILDERS: list[Any] = [
     pytest.param(

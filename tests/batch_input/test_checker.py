@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from input_helpers import CHAT, body, check, good, line, lines, problems
 
 from airflow_provider_openai_batch.batch_input import validate_batch_input
 from airflow_provider_openai_batch.exceptions import InputProblem
+from tests._kit.inputs import CHAT, body, check, good, line, lines, problems
 
 PROBLEM_CASES: list[Any] = [
     pytest.param(b"", [(None, "empty_file")], id="empty_file"),

@@ -6,10 +6,10 @@ import io
 from typing import Any
 
 import pytest
-from input_helpers import good, lines, problems
 
 from airflow_provider_openai_batch.batch_input import LineCounter, count_lines, iter_lines, validate_batch_input
 from airflow_provider_openai_batch.exceptions import BatchInputError
+from tests._kit.inputs import good, lines, problems
 
 
 class ReadOnlyStream(io.RawIOBase):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-from input_helpers import CHAT
-
 from airflow_provider_openai_batch.batch_input import (
     BatchRequest,
     InputSummary,
 )
+from tests._kit.inputs import CHAT
 
 
 def test_summary_round_trips() -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from input_helpers import CHAT, MODEL, check, check_path, good, line, lines, problems
 
 from airflow_provider_openai_batch.batch_input import (
     MAX_INPUT_BYTES,
@@ -21,6 +20,7 @@ from airflow_provider_openai_batch.batch_input import (
 )
 from airflow_provider_openai_batch.batch_input import validate as validate_module
 from airflow_provider_openai_batch.exceptions import BatchInputError
+from tests._kit.inputs import CHAT, MODEL, check, check_path, good, line, lines, problems
 
 
 def test_missing_file_names_path(tmp_path: Path) -> None:

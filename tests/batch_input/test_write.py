@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from input_helpers import CHAT, MODEL, body, problems
 
 from airflow_provider_openai_batch.batch_input import (
     MAX_REQUESTS,
@@ -20,6 +19,7 @@ from airflow_provider_openai_batch.batch_input import (
     write_batch_input,
 )
 from airflow_provider_openai_batch.exceptions import BatchInputError
+from tests._kit.inputs import CHAT, MODEL, body, problems
 
 
 def test_writer_rejects_50001_requests(tmp_path: Path) -> None:

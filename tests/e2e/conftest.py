@@ -6,7 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import AirflowStack
+
+from tests._kit.e2e_stack import AirflowStack
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from e2e_stack import DAGS_FOLDER, EXAMPLE_DAG_IDS, REPO, AirflowStack, free_port, kill_group
-from readme_blocks import quick_start_commands, quick_start_dag, section
 
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS
+from tests._kit.e2e_stack import DAGS_FOLDER, EXAMPLE_DAG_IDS, REPO, AirflowStack, free_port, kill_group
+from tests._kit.readme_blocks import quick_start_commands, quick_start_dag, section
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_stack import AirflowStack
 
 from airflow_provider_openai_batch.hooks.validation import IDEMPOTENCY_METADATA_KEY
+from tests._kit.e2e_stack import AirflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from e2e_stack import AirflowStack
 from test_example_dags_e2e import read_custom_ids, states_of, trigger_log_files, trigger_start_times
+
+from tests._kit.e2e_stack import AirflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import requests
-from emu_helpers import (
+
+from airflow_provider_openai_batch.emulator import EmulatorServer, ManualClock
+from tests._kit.emulator_calls import (
     STAMPS,
     assert_batch_object,
     assert_error,
@@ -24,8 +26,6 @@ from emu_helpers import (
     tokens,
     upload,
 )
-
-from airflow_provider_openai_batch.emulator import EmulatorServer, ManualClock
 
 PHASE = 10  # the manual_clock_emulator fixture uses phase_seconds=10
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import requests
-from emu_helpers import assert_error, chat_jsonl, create, get_batch, submit, upload
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, parse_fault_spec
+from tests._kit.emulator_calls import assert_error, chat_jsonl, create, get_batch, submit, upload
 
 # --------------------------------------------------------------------------- auth & routing
 

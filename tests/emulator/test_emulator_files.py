@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import requests
-from emu_helpers import assert_error, assert_file_object, chat_jsonl, upload
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, ManualClock
+from tests._kit.emulator_calls import assert_error, assert_file_object, chat_jsonl, upload
 
 
 def test_upload_returns_full_file_object(mc: EmulatorServer, session: requests.Session) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import openai
 import pytest
-from emu_helpers import chat_jsonl, jsonl
 from openai import OpenAI
 from openai.types import Batch, FileDeleted, FileObject
 from openai.types.batch import Errors
@@ -18,6 +17,7 @@ from openai.types.batch_usage import BatchUsage
 from pydantic import BaseModel
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.emulator_calls import chat_jsonl, jsonl
 
 PHASE = 10
 

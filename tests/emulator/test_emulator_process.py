@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import requests
-from emu_helpers import chat_jsonl, submit
 
 from airflow_provider_openai_batch.emulator import MAX_BATCH_FILE_BYTES, EmulatorServer
+from tests._kit.emulator_calls import chat_jsonl, submit
 
 LINE_RE = re.compile(r"^OpenAI Batch emulator listening on (http://127\.0\.0\.1:(\d+)/v1)$")
 MiB = 1024 * 1024

@@ -4,9 +4,9 @@ DAG developed offline does not fail online."""
 from __future__ import annotations
 
 import requests
-from emu_helpers import assert_error, chat_jsonl, create, upload
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.emulator_calls import assert_error, chat_jsonl, create, upload
 
 
 def test_endpoint_without_v1_is_refused_on_the_openai_layout(mc: EmulatorServer, session: requests.Session) -> None:

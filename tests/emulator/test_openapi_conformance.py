@@ -18,11 +18,11 @@ from urllib.parse import parse_qsl, urlsplit
 import jsonschema
 import pytest
 import requests
-from emu_helpers import chat_jsonl
-from openapi_schemas import OPERATIONS, Operation, schema_of
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests._kit.emulator_calls import chat_jsonl
+from tests._kit.openapi_schemas import OPERATIONS, Operation, schema_of
 
 
 class Exchange:

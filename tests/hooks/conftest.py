@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import responses
-from hook_helpers import API_KEY, BASE, LocalServer
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests._kit.http_server import API_KEY, BASE, LocalServer
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hook_helpers import LocalServer, batch_payload, file_payload, page_payload
 
 from airflow_provider_openai_batch.exceptions import BadRequestError, CapacityError
 from airflow_provider_openai_batch.hooks._lookup import CLOCK_SKEW, newest_tagged
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
+from tests._kit.http_server import LocalServer, batch_payload, file_payload, page_payload
 
 TAG = {IDEMPOTENCY_METADATA_KEY: "k"}
 

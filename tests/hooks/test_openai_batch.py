@@ -19,7 +19,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
-from hook_helpers import API_KEY, BASE, batch_payload, file_payload, page_payload
 
 from airflow_provider_openai_batch import __version__
 from airflow_provider_openai_batch.exceptions import (
@@ -38,6 +37,7 @@ from airflow_provider_openai_batch.exceptions import (
 )
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
 from airflow_provider_openai_batch.models import Batch, BatchStatus, DeletedFile, FileObject
+from tests._kit.http_server import API_KEY, BASE, batch_payload, file_payload, page_payload
 
 USER_AGENT = f"airflow-provider-openai-batch/{__version__}"
 

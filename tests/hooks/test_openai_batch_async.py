@@ -10,7 +10,6 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from hook_helpers import API_KEY, LocalServer, RequestHandler, batch_payload
 
 from airflow_provider_openai_batch.exceptions import (
     APIConnectionError,
@@ -23,6 +22,7 @@ from airflow_provider_openai_batch.exceptions import (
 )
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.models import BatchStatus
+from tests._kit.http_server import API_KEY, LocalServer, RequestHandler, batch_payload
 
 
 def answers(*replies: tuple[int, object, dict[str, str]]) -> Callable[[RequestHandler], None]:

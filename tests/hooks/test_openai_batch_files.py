@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hook_helpers import API_KEY, LocalServer, RequestHandler, file_payload
-from memory_tracing import traced_peak
 
 from airflow_provider_openai_batch.exceptions import APIConnectionError, NotFoundError
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+from tests._kit.http_server import API_KEY, LocalServer, RequestHandler, file_payload
+from tests._kit.memory_tracing import traced_peak
 
 MB = 1024 * 1024
 BIG = 200 * MB

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hook_helpers import LocalServer, batch_payload
 
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.hooks.validation import MAX_ID_LENGTH, path_id
+from tests._kit.http_server import LocalServer, batch_payload
 
 #: Shaped like a LiteLLM managed-file id: ~340 characters of base64 with a prefix.
 GATEWAY_ID = "litellm_proxy:" + ("bWFuYWdlZF9maWxlOnVuaWZpZWRfZmlsZV9pZD0" * 9) + "+x=="

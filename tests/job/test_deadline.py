@@ -10,7 +10,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from job_kit import ids_of, request, write_lines
 
 from airflow_provider_openai_batch.job.deadline import (
     deadline_anchor,
@@ -28,6 +27,7 @@ from airflow_provider_openai_batch.job.plan import JobDeadline, JobPlan, ShardIn
 from airflow_provider_openai_batch.job.split import split_input
 from airflow_provider_openai_batch.job.verdict import judge_plan
 from airflow_provider_openai_batch.models import Batch
+from tests._kit.job_lines import ids_of, request, write_lines
 
 UTC = timezone.utc
 AT = 1_000_000.0

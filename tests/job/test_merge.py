@@ -7,13 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
-from job_kit import CHAT, answer, failure, ids_of, request, write_lines
 
 from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
 from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.merge import InputChangedError, ResultFile, merge_results
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.job.split import split_input
+from tests._kit.job_lines import CHAT, answer, failure, ids_of, request, write_lines
 
 
 def plan_for(source: Path, work: Path, **limits: int) -> JobPlan:

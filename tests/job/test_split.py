@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from job_kit import CHAT, request, write_lines
 
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.limits import MAX_EMBEDDING_INPUTS, ShardLimits
 from airflow_provider_openai_batch.job.split import embedding_inputs, iter_bounded_lines, split_input
+from tests._kit.job_lines import CHAT, request, write_lines
 
 
 def split(path: Path, workdir: Path, endpoint: str = CHAT, **limits: int):  # type: ignore[no-untyped-def]

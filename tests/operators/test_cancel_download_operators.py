@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow_compat import AirflowFailException, TaskDeferred
-from batch_testkit import FakeTI, batch_in_status, context, new_batch, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import NotFoundError
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCancelOperator, OpenAIBatchDownloadOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
+from tests._kit.batches import batch_in_status, new_batch, wait_for_status
+from tests._kit.ti import FakeTI, context
 
 CANCEL = "POST /v1/batches/{id}/cancel"
 

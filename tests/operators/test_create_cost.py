@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_compat import AirflowFailException
-from batch_testkit import ENDPOINT, MODEL, FakeTI, context, set_connection
 from test_create_operator import create_op
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.airflow_compat import AirflowFailException
+from tests._kit.batches import ENDPOINT, MODEL
+from tests._kit.connection import set_connection
+from tests._kit.ti import FakeTI, context
 
 
 def write_input(

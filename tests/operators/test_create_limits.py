@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_testkit import ENDPOINT, context, set_connection, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
+from tests._kit.batches import ENDPOINT, write_jsonl
+from tests._kit.connection import set_connection
+from tests._kit.ti import context
 
 
 def create(path: Path, **kwargs: Any) -> str:

@@ -12,14 +12,15 @@ from unittest.mock import Mock
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow_compat import AirflowException, AirflowFailException, TaskDeferred
-from batch_testkit import ENDPOINT, FakeTI, context, invalid_jsonl, jsonl, wait_for_status, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests._kit.airflow_compat import AirflowException, AirflowFailException, TaskDeferred
+from tests._kit.batches import ENDPOINT, invalid_jsonl, jsonl, wait_for_status, write_jsonl
+from tests._kit.ti import FakeTI, context
 
 
 def create_op(**kwargs: Any) -> OpenAIBatchCreateOperator:

@@ -14,11 +14,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_testkit import FakeTI, set_connection, wait_for_status, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
+from tests._kit.batches import wait_for_status, write_jsonl
+from tests._kit.connection import set_connection
+from tests._kit.ti import FakeTI
 
 ENDPOINT = "/v1/chat/completions"
 LIST = "GET /v1/batches"

@@ -15,9 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from batch_testkit import write_jsonl
-
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.batches import write_jsonl
 
 DAG_FILE = textwrap.dedent(
     """

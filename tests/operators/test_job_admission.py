@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_compat import TaskDeferred
-from batch_testkit import ENDPOINT, FakeTI, context, set_connection, write_jsonl
 from test_job_operator import ids, job_op, run_trigger
 from test_job_resubmit import write_lines
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, results
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+from tests._kit.airflow_compat import TaskDeferred
+from tests._kit.batches import ENDPOINT, write_jsonl
+from tests._kit.connection import set_connection
+from tests._kit.ti import FakeTI, context
 
 
 def shards(path: Path, per_shard: int) -> list[list[bytes]]:

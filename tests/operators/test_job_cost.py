@@ -7,12 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
-from airflow_compat import AirflowFailException
-from batch_testkit import FakeTI, context
 from test_create_cost import write_input
 from test_job_operator import job_op
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from tests._kit.airflow_compat import AirflowFailException
+from tests._kit.ti import FakeTI, context
 
 
 def tokens(text: str) -> int:

@@ -16,12 +16,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow_compat import AirflowFailException, TaskDeferred
-from batch_testkit import FakeTI, context, new_batch, wait_for_status, write_jsonl
 from test_job_operator import ids, job_op, run_trigger
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
+from tests._kit.batches import new_batch, wait_for_status, write_jsonl
+from tests._kit.ti import FakeTI, context
 
 #: Two shards of 10 requests; the emulator stalls every batch once 60 % of its requests are done.
 LINES, PER_SHARD = 20, 10

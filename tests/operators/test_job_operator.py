@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow_compat import AirflowFailException, TaskDeferred
-from batch_testkit import ENDPOINT, FakeTI, chat_line, context, wait_for_status, write_jsonl
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
@@ -18,6 +16,9 @@ from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADAT
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
+from tests._kit.batches import ENDPOINT, chat_line, wait_for_status, write_jsonl
+from tests._kit.ti import FakeTI, context
 
 
 def job_op(tmp_path: Path, **kwargs: Any) -> OpenAIBatchJobOperator:

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_compat import AirflowFailException, TaskDeferred
-from batch_testkit import ENDPOINT, FakeTI, chat_line, context
 from test_job_operator import ids, job_op, run_trigger
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.job.merge import classify_error
+from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
+from tests._kit.batches import ENDPOINT, chat_line
+from tests._kit.ti import FakeTI, context
 
 
 def write_lines(path: Path, n: int, **body: Any) -> None:

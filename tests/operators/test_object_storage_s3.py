@@ -28,16 +28,19 @@ import s3fs
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.io import attach
 from airflow.sdk.io.store import _STORE_CACHE
-from batch_testkit import ENDPOINT, MODEL, FakeTI, context, set_connection
-from memory_tracing import traced_peak
 
 from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, read_results
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.emulator.launch import command, launch
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch import (
     OpenAIBatchCreateOperator,
     OpenAIBatchDownloadOperator,
 )
+from tests._kit.batches import ENDPOINT, MODEL
+from tests._kit.connection import set_connection
+from tests._kit.memory_tracing import traced_peak
+from tests._kit.ti import FakeTI, context
 
 MiB = 1024 * 1024
 BUCKET = "batches"
@@ -96,16 +99,11 @@ def s3_endpoint() -> Iterator[str]:
 def emulator_process() -> Iterator[str]:
     """The emulator in a child process, so that a traced peak counts only the operator's memory."""
 
-    def first_line(process: subprocess.Popen[str]) -> str | None:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "OpenAI Batch emulator listening on http://127.0.0.1:<port>/v1"
-        if "listening on " not in line:
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        return line.rsplit("listening on ", 1)[1].strip()
-
-    command = [sys.executable, "-m", "airflow_provider_openai_batch.emulator", "--port", "0", "--phase-seconds", "0.05"]
-    with serve(command, ready=first_line) as url:
-        yield url
+    started = launch(command(phase_seconds=0.05))
+    try:
+        yield started.base_url
+    finally:
+        started.stop()
 
 
 def uploaded_input(batch_id: str) -> bytes:

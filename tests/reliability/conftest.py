@@ -1,13 +1,13 @@
 """Reliability suite: prints the fault matrix and the summary counts at the end of the run.
 
-The counts come from :data:`reliability_kit.REGISTRY`, which the tests fill in as they run.
+The counts come from :data:`tests._kit.reliability.REGISTRY`, which the tests fill in as they run.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from reliability_kit import REGISTRY
+from tests._kit.reliability import REGISTRY
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

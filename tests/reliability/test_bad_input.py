@@ -16,8 +16,6 @@ from typing import Any
 
 import airflow
 import pytest
-from airflow_compat import AirflowFailException
-from reliability_kit import ENDPOINT, REGISTRY, FakeTI, chat_line, jsonl, set_conn, write
 
 from airflow_provider_openai_batch.batch_input import MAX_INPUT_BYTES, validate_batch_input
 from airflow_provider_openai_batch.emulator import EmulatorServer
@@ -29,6 +27,11 @@ from airflow_provider_openai_batch.operators.batch import (
     OpenAIBatchDownloadOperator,
 )
 from airflow_provider_openai_batch.sensors.batch import OpenAIBatchSensor
+from tests._kit.airflow_compat import AirflowFailException
+from tests._kit.batches import ENDPOINT, chat_line, jsonl, write
+from tests._kit.connection import set_connection
+from tests._kit.reliability import REGISTRY
+from tests._kit.ti import FakeTI
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def emu() -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def conn(emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    set_conn(monkeypatch, emu.base_url)
+    set_connection(monkeypatch, emu.base_url)
     return emu
 
 

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_kit import ENDPOINT, REGISTRY, FakeTI, jsonl, set_conn, wait_until, write
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.sensors.batch import OpenAIBatchSensor
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests._kit.batches import ENDPOINT, jsonl, write
+from tests._kit.connection import set_connection
+from tests._kit.reliability import REGISTRY, wait_until
+from tests._kit.ti import FakeTI
 
 _FORK = multiprocessing.get_context("fork")
 
@@ -30,7 +33,7 @@ _FORK = multiprocessing.get_context("fork")
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(phase_seconds=0.1) as server:
-        set_conn(monkeypatch, server.base_url)
+        set_connection(monkeypatch, server.base_url)
         yield server
 
 

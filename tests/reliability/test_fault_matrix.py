@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from reliability_kit import REGISTRY, Bounded, jsonl, run_bounded, set_conn
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
+from tests._kit.batches import jsonl
+from tests._kit.connection import set_connection
+from tests._kit.reliability import REGISTRY, Bounded, run_bounded
 
 READ_TIMEOUT = 0.5
 MAX_RETRIES = 2
@@ -63,7 +65,7 @@ CONTENT = jsonl(3)
 @pytest.fixture(scope="module")
 def emu() -> Iterator[EmulatorServer]:
     with EmulatorServer(phase_seconds=0.05) as server, pytest.MonkeyPatch.context() as mp:
-        set_conn(mp, server.base_url, max_retry_after=5)
+        set_connection(mp, server.base_url, max_retry_after=5)
         yield server
 
 

@@ -8,17 +8,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from reliability_kit import REGISTRY, set_conn
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY, OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests._kit.connection import set_connection
+from tests._kit.reliability import REGISTRY
 
 
 @pytest.fixture
 def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     with EmulatorServer(phase_seconds=0.3) as server:
-        set_conn(monkeypatch, server.base_url, timeout=1, max_retries=3)
+        set_connection(monkeypatch, server.base_url, timeout=1, max_retries=3)
         yield server
 
 
@@ -27,7 +28,7 @@ def test_iterating_10000_batches_through_pages_with_faults(
 ) -> None:
     # The page count is asserted exactly, so a page slowed past the read timeout by a busy machine (and
     # retried) must not count twice: no fault here needs a short timeout (drops and truncations fail at once).
-    set_conn(monkeypatch, emu.base_url, timeout=30, max_retries=3)
+    set_connection(monkeypatch, emu.base_url, timeout=30, max_retries=3)
     ids = emu.seed_batches(10_000)
     expected = list(reversed(ids))  # newest first
     hook = OpenAIBatchHook()
@@ -67,7 +68,7 @@ def test_200_triggers_in_one_loop_with_faults(
     emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch, status_polling: str
 ) -> None:
     """Every trigger ends with its own batch, whether the statuses come one by one or in list pages."""
-    set_conn(monkeypatch, emu.base_url, timeout=1, max_retries=3, status_polling=status_polling)
+    set_connection(monkeypatch, emu.base_url, timeout=1, max_retries=3, status_polling=status_polling)
     ids = emu.seed_batches(200)
     if status_polling == "retrieve":
         emu.set_phase_seconds(0.5)

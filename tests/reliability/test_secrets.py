@@ -1,7 +1,7 @@
 """Secret hygiene: the API key appears in no log line (DEBUG included), exception, XCom, trigger kwargs or
 rendered field, and TLS verification is on unless turned off explicitly.
 
-Every search goes through :meth:`reliability_kit.Registry.searched`, so the summary's "secrets found" is the
+Every search goes through :meth:`tests._kit.reliability.Registry.searched`, so the summary's "secrets found" is the
 number of times a key was actually found.
 """
 
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_kit import ENDPOINT, REGISTRY, connection_json, jsonl, set_conn, write
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import (
@@ -41,6 +40,9 @@ from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
 from airflow_provider_openai_batch.hooks._transport import tls_context
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
+from tests._kit.batches import ENDPOINT, jsonl, write
+from tests._kit.connection import connection_json, set_connection
+from tests._kit.reliability import REGISTRY
 
 HERE = Path(__file__).resolve().parent
 HTTP_LOGGERS = ("", "urllib3", "requests", "httpx", "httpcore", "airflow_provider_openai_batch", "airflow")
@@ -92,8 +94,8 @@ def test_every_hook_call_at_debug_leaks_no_key(
     key, wrong = new_key(), new_key("sk-wrong")
     errors: list[BaseException] = []
     with EmulatorServer(api_key=key, phase_seconds=0.02) as emu:
-        set_conn(monkeypatch, emu.base_url, api_key=key, max_retries=2)
-        set_conn(monkeypatch, emu.base_url, api_key=wrong, conn_id="openai_wrong", max_retries=0)
+        set_connection(monkeypatch, emu.base_url, api_key=key, max_retries=2)
+        set_connection(monkeypatch, emu.base_url, api_key=wrong, conn_id="openai_wrong", max_retries=0)
         hook = OpenAIBatchHook()
         # Faults make the hook log its warnings and retries too.
         emu.faults.add("POST /v1/files", "status", status=500, times=1)
@@ -218,7 +220,7 @@ def test_a_gateway_echoing_the_key_is_redacted(
     key = new_key()
     _EchoingGateway.answers = [answer]
     for api_type in ("openai", "azure"):
-        set_conn(monkeypatch, gateway, api_key=key, max_retries=0, api_type=api_type)
+        set_connection(monkeypatch, gateway, api_key=key, max_retries=0, api_type=api_type)
         hook = OpenAIBatchHook()
         errors = [
             _expect_error(lambda h=hook: h.retrieve_batch("batch_1")),
@@ -236,7 +238,7 @@ def test_a_gateway_echoing_the_key_is_redacted(
 
 def test_reprs_and_trigger_kwargs_hold_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     key = new_key()
-    set_conn(monkeypatch, "http://127.0.0.1:9/v1", api_key=key)
+    set_connection(monkeypatch, "http://127.0.0.1:9/v1", api_key=key)
     hook = OpenAIBatchHook()
     settings = hook.settings
     trigger = OpenAIBatchTrigger(conn_id="openai_default", batch_id="batch_1", poll_interval=1)
@@ -332,7 +334,7 @@ def tls_server(tmp_path: Path) -> Iterator[str]:
 def test_an_untrusted_certificate_is_refused_unless_verification_is_turned_off(
     tls_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_conn(monkeypatch, tls_server, max_retries=0)
+    set_connection(monkeypatch, tls_server, max_retries=0)
     with pytest.raises(APIConnectionError, match=r"SSL|certificate|CERTIFICATE"):
         OpenAIBatchHook().list_batches(limit=1)
 
@@ -347,7 +349,7 @@ def test_an_untrusted_certificate_is_refused_unless_verification_is_turned_off(
         asyncio.run(alist())
     # Off only when asked, and then off even with a CA bundle in the environment (as on this host).
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    set_conn(monkeypatch, tls_server, max_retries=0, verify_ssl=False)
+    set_connection(monkeypatch, tls_server, max_retries=0, verify_ssl=False)
     assert list(OpenAIBatchHook().list_batches(limit=1).data) == []
 
     async def alist_unverified() -> Any:

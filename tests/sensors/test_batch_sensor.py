@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 from airflow.sdk import BaseSensorOperator
-from airflow_compat import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
-from batch_testkit import FakeTI, batch_in_status, context, invalid_jsonl, new_batch, set_connection, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.sensors.batch import OpenAIBatchSensor
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
+from tests._kit.airflow_compat import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
+from tests._kit.batches import batch_in_status, invalid_jsonl, new_batch, wait_for_status
+from tests._kit.connection import set_connection
+from tests._kit.ti import FakeTI, context
 
 GET_BATCH = "GET /v1/batches/{id}"
 

@@ -8,11 +8,13 @@ import math
 from typing import Any
 
 import pytest
-from batch_testkit import MODEL, FakeTI, context, jsonl, new_batch, set_connection, wait_for_status
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.sensors.batch import OpenAIBatchSensor
 from airflow_provider_openai_batch.triggers.batch import EVENT_TERMINAL
+from tests._kit.batches import MODEL, jsonl, new_batch, wait_for_status
+from tests._kit.connection import set_connection
+from tests._kit.ti import FakeTI, context
 
 
 def tokens(text: str) -> int:

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from batch_testkit import batch_in_status, invalid_jsonl, new_batch, wait_for_status
-from kill_kit import task_now
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
+from tests._kit.batches import batch_in_status, invalid_jsonl, new_batch, wait_for_status
+from tests._kit.kill import task_now
 
 POLL = 0.02
 GET_BATCH = "GET /v1/batches/{id}"

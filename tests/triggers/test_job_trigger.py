@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-from batch_testkit import invalid_jsonl, new_batch, wait_for_status
-from kill_kit import task_now
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+from tests._kit.batches import invalid_jsonl, new_batch, wait_for_status
+from tests._kit.kill import task_now
 
 POLL = 0.02
 

@@ -17,22 +17,11 @@ from airflow_provider_openai_batch.exceptions import AuthenticationError, NotFou
 from airflow_provider_openai_batch.triggers import _shared
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
+from tests._kit.connection import set_connection
 
 LIST = "GET /v1/batches"
 RETRIEVE = "GET /v1/batches/{id}"
 POLL = 0.05
-
-
-def set_conn(monkeypatch: pytest.MonkeyPatch, server: EmulatorServer, conn_id: str, **extra: Any) -> None:
-    import json
-
-    key = extra.pop("password", "sk-emulator")
-    extra.setdefault("backoff_factor", 0.01)
-    extra.setdefault("backoff_max", 0.05)
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{conn_id.upper()}",
-        json.dumps({"conn_type": "openai_batch", "password": key, "host": server.base_url, "extra": extra}),
-    )
 
 
 @pytest.fixture
@@ -200,7 +189,7 @@ async def test_the_connection_extra_forces_either_way(
     single: tuple[int, int],
     both: tuple[int, int],
 ) -> None:
-    set_conn(monkeypatch, held, "forced", status_polling=mode)
+    set_connection(monkeypatch, held.base_url, "forced", status_polling=mode)
     ids = seed(held, 2)
     subs = await open_subs(ids, conn_id="forced")
     twin = await open_subs(ids[:1], conn_id="forced")  # a second trigger waiting on the first batch
@@ -218,7 +207,7 @@ async def test_the_connection_extra_forces_either_way(
 
 
 async def test_two_connections_never_share_a_client(held: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    set_conn(monkeypatch, held, "wrong_key", password="sk-not-the-key")
+    set_connection(monkeypatch, held.base_url, "wrong_key", api_key="sk-not-the-key")
     ids = seed(held, 4)
     good = [OpenAIBatchTrigger(conn_id="openai_default", batch_id=b, poll_interval=POLL) for b in ids]
     bad = [OpenAIBatchTrigger(conn_id="wrong_key", batch_id=b, poll_interval=POLL) for b in ids]

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.emulator.launch import command, launch
 from airflow_provider_openai_batch.triggers.batch import EVENT_TERMINAL
+from tests._kit.connection import set_connection
 
 N_TRIGGERS = int(os.environ.get("STALL_TEST_TRIGGERS", "200"))
 LATENCY = 0.5
@@ -35,53 +37,17 @@ ENDPOINT = "/v1/chat/completions"
 
 @pytest.fixture
 def subprocess_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An emulator in its own process (phases of 2 s, 0.25 s latency on every batch GET); yields its base URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_openai_batch.emulator",
-            "--port",
-            "0",
-            "--phase-seconds",
-            "2",
-            "--fault",
-            f"GET /v1/batches/{{id}}:latency={LATENCY}:times=forever",
-            "--fault",
-            f"GET /v1/batches:latency={LATENCY}:times=forever",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """An emulator in its own process (phases of 2 s, ``LATENCY`` on every batch GET); yields its base URL."""
+    faults = [
+        f"GET /v1/batches/{{id}}:latency={LATENCY}:times=forever",
+        f"GET /v1/batches:latency={LATENCY}:times=forever",
+    ]
+    started = launch(command(phase_seconds=2, faults=faults))
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        prefix = "OpenAI Batch emulator listening on "
-        assert first.startswith(prefix), (first, proc.stderr.read() if proc.poll() is not None else "")
-        base_url = first[len(prefix) :]
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_OPENAI_DEFAULT",
-            json.dumps(
-                {
-                    "conn_type": "openai_batch",
-                    "password": "sk-emulator",
-                    "host": base_url,
-                    "extra": {"backoff_factor": 0.01, "backoff_max": 0.05},
-                }
-            ),
-        )
-        yield base_url
+        set_connection(monkeypatch, started.base_url)
+        yield started.base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        started.stop()
 
 
 async def test_many_triggers_never_block_the_event_loop(subprocess_emulator: str) -> None:

@@ -1,24 +1,16 @@
 """Shared state and helpers of the reliability suite.
 
 ``REGISTRY`` collects what the tests actually did (faults injected, calls exercised, bad inputs tried,
-secret searches, duplicates found); ``conftest.py`` prints it at the end of the run. Imported as
-``reliability_kit`` (pytest puts this folder on ``sys.path`` for its conftest).
+secret searches, duplicates found); ``tests/reliability/conftest.py`` prints it at the end of the run.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import pytest
-
-ENDPOINT = "/v1/chat/completions"
-MODEL = "gpt-4o-mini"
 
 
 @dataclass
@@ -67,65 +59,6 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def connection_json(base_url: str, api_key: str, **extra: Any) -> str:
-    """An ``AIRFLOW_CONN_*`` value: fast retries unless overridden."""
-    extra.setdefault("backoff_factor", 0.01)
-    extra.setdefault("backoff_max", 0.05)
-    return json.dumps({"conn_type": "openai_batch", "password": api_key, "host": base_url, "extra": extra})
-
-
-def set_conn(
-    monkeypatch: pytest.MonkeyPatch,
-    base_url: str,
-    api_key: str = "sk-emulator",
-    conn_id: str = "openai_default",
-    **extra: Any,
-) -> None:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(base_url, api_key, **extra))
-
-
-def chat_line(i: int, *, model: str = MODEL, url: str = ENDPOINT, custom_id: str | None = None) -> dict[str, Any]:
-    return {
-        "custom_id": custom_id if custom_id is not None else f"req-{i}",
-        "method": "POST",
-        "url": url,
-        "body": {"model": model, "messages": [{"role": "user", "content": f"prompt {i}"}]},
-    }
-
-
-def jsonl(n: int, **kwargs: Any) -> bytes:
-    return "".join(json.dumps(chat_line(i, **kwargs)) + "\n" for i in range(n)).encode()
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-class FakeTI:
-    """Just enough of a task instance for ``execute``: identity and a recording ``xcom_push``."""
-
-    def __init__(
-        self,
-        dag_id: str = "rel_dag",
-        task_id: str = "create",
-        run_id: str = "run_1",
-        map_index: int = -1,
-        try_number: int = 1,
-    ):
-        self.dag_id = dag_id
-        self.task_id = task_id
-        self.run_id = run_id
-        self.map_index = map_index
-        self.try_number = try_number
-        self.pushes: list[tuple[str, Any]] = []
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)
-        self.pushes.append((key, value))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Builders of input lines and checks shared by the batch_input tests (imported as ``input_helpers``)."""
+"""Builders of input lines and checks shared by the batch_input tests."""
 
 from __future__ import annotations
 

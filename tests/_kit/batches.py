@@ -1,8 +1,4 @@
-"""Helpers shared by the operator, sensor and trigger tests: input lines, a fake ``ti``, batches in the emulator.
-
-Imported as ``batch_testkit``: ``tests/sensors/conftest.py`` and ``tests/triggers/conftest.py`` put this folder
-on ``sys.path``.
-"""
+"""Request lines and batches in a running emulator: what the operator, sensor, trigger and reliability tests submit."""
 
 from __future__ import annotations
 
@@ -20,17 +16,19 @@ ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
 
 
-def chat_line(i: int, *, fail: bool = False, url: str = ENDPOINT) -> dict[str, Any]:
-    """One request line; ``fail`` makes the emulator answer it with a 400 in the error file."""
-    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": f"prompt {i}"}]}
+def chat_line(
+    i: int, *, fail: bool = False, url: str = ENDPOINT, model: str = MODEL, custom_id: str | None = None
+) -> dict[str, Any]:
+    """Request line ``req-{i}``; ``fail`` makes the emulator answer it with a 400 in the error file."""
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": f"prompt {i}"}]}
     if fail:
         body["emulator_fail"] = True
-    return {"custom_id": f"req-{i}", "method": "POST", "url": url, "body": body}
+    return {"custom_id": custom_id if custom_id is not None else f"req-{i}", "method": "POST", "url": url, "body": body}
 
 
-def jsonl(n: int, *, failing: int = 0) -> bytes:
-    """``n`` request lines, the first ``failing`` of which the emulator fails."""
-    return "".join(json.dumps(chat_line(i, fail=i < failing)) + "\n" for i in range(n)).encode()
+def jsonl(n: int, *, failing: int = 0, **line: Any) -> bytes:
+    """``n`` request lines (``line`` passed to :func:`chat_line`), the first ``failing`` of which the emulator fails."""
+    return "".join(json.dumps(chat_line(i, fail=i < failing, **line)) + "\n" for i in range(n)).encode()
 
 
 def invalid_jsonl(n: int = 3) -> bytes:
@@ -41,49 +39,14 @@ def invalid_jsonl(n: int = 3) -> bytes:
 
 
 def write_jsonl(path: Path, n: int = 4, *, failing: int = 0) -> Path:
-    path.write_bytes(jsonl(n, failing=failing))
+    return write(path, jsonl(n, failing=failing))
+
+
+def write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
     return path
-
-
-def set_connection(monkeypatch: Any, base_url: str, conn_id: str = "openai_default", **extra: Any) -> None:
-    """Point ``conn_id`` at ``base_url`` with the emulator's key (like ``tests/conftest.py``'s helper)."""
-    extra.setdefault("backoff_factor", 0.01)
-    extra.setdefault("backoff_max", 0.05)
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{conn_id.upper()}",
-        json.dumps({"conn_type": "openai_batch", "password": "sk-emulator", "host": base_url, "extra": extra}),
-    )
-
-
-class FakeTI:
-    """Just enough of a task instance: identity attributes and a recording ``xcom_push``."""
-
-    def __init__(
-        self,
-        dag_id: str = "dag",
-        task_id: str = "task",
-        run_id: str = "run_1",
-        map_index: int = -1,
-        try_number: int = 1,
-    ) -> None:
-        self.dag_id = dag_id
-        self.task_id = task_id
-        self.run_id = run_id
-        self.map_index = map_index
-        self.try_number = try_number
-        self.pushes: list[tuple[str, Any]] = []
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be JSON-able
-        self.pushes.append((key, value))
-
-    @property
-    def xcoms(self) -> dict[str, Any]:
-        return dict(self.pushes)
-
-
-def context(ti: FakeTI | None = None) -> dict[str, Any]:
-    return {"ti": ti if ti is not None else FakeTI()}
 
 
 def new_batch(

@@ -26,6 +26,8 @@ from typing import Any
 
 import requests
 
+from airflow_provider_openai_batch.emulator.launch import command, launch
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "example_dags"
 EXAMPLE_DAG_IDS = (
@@ -158,33 +160,20 @@ class AirflowStack:
 
     def _start_emulator(self) -> None:
         log_path = self.proc_logs_dir / "emulator.log"
-        popen = subprocess.Popen(
-            [
-                self.python,
-                "-m",
-                "airflow_provider_openai_batch.emulator",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--api-key",
-                self.api_key,
-                "--phase-seconds",
-                str(self.phase_seconds),
-                "--data-dir",
-                str(self.home / "emulator-data"),
-                *self.emulator_args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log_path.open("wb"),
-            start_new_session=True,
-        )
-        self.emulator = Proc("emulator", popen, log_path)
-        assert popen.stdout is not None
-        line = popen.stdout.readline().decode()
-        if "listening on " not in line:
-            raise RuntimeError(f"emulator did not start: {line!r}\n{self.emulator.tail()}")
-        self.emulator_url = line.rsplit("listening on ", 1)[1].strip()
+        with log_path.open("wb") as log:
+            try:
+                argv = command(
+                    python=self.python,
+                    api_key=self.api_key,
+                    phase_seconds=self.phase_seconds,
+                    data_dir=self.home / "emulator-data",
+                    options=self.emulator_args,
+                )
+                started = launch(argv, stderr=log)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{log_path.read_text(errors='replace')[-4000:]}") from None
+        self.emulator = Proc("emulator", started.popen, log_path)
+        self.emulator_url = started.base_url
 
     def _build_env(self) -> dict[str, str]:
         env = {
