@@ -35,5 +35,6 @@ def failure(custom_id: str, code: str = "invalid_request_error") -> dict[str, An
     return {"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": {"status_code": 400, "body": body}}
 
 
-def ids_of(path: Path) -> list[str]:
-    return [json.loads(line)["custom_id"] for line in path.read_text(encoding="utf-8").splitlines()]
+def ids_of(path: str | Path) -> list[str]:
+    """The ``custom_id`` of every line of a JSONL file, in order (a blank line fails the test)."""
+    return [json.loads(line)["custom_id"] for line in Path(path).read_text(encoding="utf-8").splitlines()]

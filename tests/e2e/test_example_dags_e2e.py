@@ -11,12 +11,19 @@ import json
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._kit.e2e_runs import (
+    states_of,
+    trigger_log_files,
+    trigger_start_times,
+    trigger_starts,
+    wait_for_trigger_running,
+)
 from tests._kit.e2e_stack import AirflowStack
+from tests._kit.job_lines import ids_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -50,52 +57,6 @@ class StateWatcher:
             self.seen[ti["task_id"]].add(str(ti["state"]))
         if any(ti["state"] == "deferred" for ti in tis):
             snapshot_triggers(self.airflow)
-
-
-def states_of(airflow: AirflowStack, dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
-    return {(ti["task_id"], ti["map_index"]): ti["state"] for ti in airflow.task_instances(dag_id, run_id)}
-
-
-def trigger_log_files(airflow: AirflowStack, dag_id: str, run_id: str, task_id: str) -> list[Path]:
-    folder = airflow.logs_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-    return sorted(folder.glob("attempt=*.log.trigger.*.log"))
-
-
-def trigger_starts(trigger_log: str) -> int:
-    """How many times a triggerer started the trigger (one ``... (ID n) starting`` line each)."""
-    return sum(1 for line in trigger_log.splitlines() if ") starting" in line and '"trigger ' in line)
-
-
-def trigger_start_times(trigger_log: str) -> list[str]:
-    """ISO timestamps (UTC) of the ``trigger ... starting`` lines."""
-    return [
-        json.loads(line)["timestamp"].replace("Z", "+00:00")
-        for line in trigger_log.splitlines()
-        if ") starting" in line and '"trigger ' in line
-    ]
-
-
-def wait_for_trigger_running(
-    airflow: AirflowStack, dag_id: str, run_id: str, task_id: str, batch_id: str, timeout: float = 60.0
-) -> None:
-    """Wait until a triggerer has started the task's trigger and it has polled the batch once.
-
-    Deferred is not enough: a trigger is picked up by the triggerer a moment later, and an action on the
-    task before that finds no running trigger to call ``on_kill`` on (or to hand over on a restart).
-    """
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline:
-        text = "".join(p.read_text(errors="replace") for p in trigger_log_files(airflow, dag_id, run_id, task_id))
-        if trigger_start_times(text) and f"Batch {batch_id}:" in text:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the trigger of {task_id} never ran: {text[-2000:]}\n{airflow.diagnostics()}")
-
-
-def read_custom_ids(path: str | Path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line)["custom_id"] for line in handle if line.strip()]
 
 
 def wait_for_batch_status(airflow: AirflowStack, batch_id: str, wanted: set[str], timeout: float = 30.0) -> str:
@@ -152,9 +113,9 @@ def test_chat_example_end_to_end_through_the_triggerer(airflow: AirflowStack) ->
     assert "Batch usage (model " in airflow.task_log(CHAT, run_id, "wait_for_batch")
 
     # One result per request, matched by custom_id.
-    input_ids = read_custom_ids(airflow.xcom(CHAT, run_id, "write_input", key="input_file"))
+    input_ids = ids_of(airflow.xcom(CHAT, run_id, "write_input", key="input_file"))
     summary = airflow.xcom(CHAT, run_id, "summarize")
-    output_ids = read_custom_ids(summary["output_path"])
+    output_ids = ids_of(summary["output_path"])
     assert Counter(output_ids) == Counter(input_ids)
     assert len(input_ids) == 5
     assert summary["results"] == summary["succeeded"] == 5

@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import pytest
-from test_example_dags_e2e import read_custom_ids, states_of, trigger_log_files, trigger_start_times
 
+from tests._kit.e2e_runs import states_of, trigger_log_files, trigger_start_times
 from tests._kit.e2e_stack import AirflowStack
+from tests._kit.job_lines import ids_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -56,7 +57,7 @@ def test_job_defers_once_survives_a_triggerer_restart_and_merges_in_order(airflo
     assert report["batches"] == batch_ids and report["answered"] == 2500 and report["in_input_order"]
     assert report["lines"] == [[1, 1000], [1001, 2000], [2001, 2500]]
     manifest = airflow.xcom(JOB, run_id, TASK)
-    assert read_custom_ids(manifest["output"]["path"]) == [f"t{i:06d}" for i in range(2500)]
+    assert ids_of(manifest["output"]["path"]) == [f"t{i:06d}" for i in range(2500)]
     assert manifest["verdict"] == "succeed" and manifest["totals"]["batches"] == 3
     log = airflow.task_log(JOB, run_id, TASK, try_number=1)
     assert log.count("Job: 3 shard batch(es), 3 created, 0 reused") == 1  # deferred once, resumed once

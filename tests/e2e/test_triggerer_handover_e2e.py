@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_example_dags_e2e import trigger_log_files, wait_for_trigger_running
 
+from tests._kit.e2e_runs import trigger_log_files, wait_for_trigger_running
 from tests._kit.e2e_stack import AirflowStack, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]

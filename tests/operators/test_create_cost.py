@@ -7,27 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_create_operator import create_op
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from tests._kit.airflow_compat import AirflowFailException
 from tests._kit.batches import ENDPOINT, MODEL
 from tests._kit.connection import set_connection
+from tests._kit.operators import create_op, write_input
 from tests._kit.ti import FakeTI, context
-
-
-def write_input(
-    path: Path, n: int = 4, *, max_tokens: int | None = 32, model: str = MODEL, models: list[str] | None = None
-) -> Path:
-    """``n`` chat requests "Summarize ticket <i>" (or one per entry of ``models``)."""
-    lines = []
-    for i, name in enumerate(models or [model] * n):
-        body: dict[str, Any] = {"model": name, "messages": [{"role": "user", "content": f"Summarize ticket {i}"}]}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        lines.append(json.dumps({"custom_id": f"t-{i}", "method": "POST", "url": ENDPOINT, "body": body}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def nothing_uploaded(emulator: EmulatorServer) -> bool:

@@ -20,15 +20,8 @@ from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOpera
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests._kit.airflow_compat import AirflowException, AirflowFailException, TaskDeferred
 from tests._kit.batches import ENDPOINT, invalid_jsonl, jsonl, wait_for_status, write_jsonl
+from tests._kit.operators import create_op
 from tests._kit.ti import FakeTI, context
-
-
-def create_op(**kwargs: Any) -> OpenAIBatchCreateOperator:
-    kwargs.setdefault("task_id", "create")
-    kwargs.setdefault("endpoint", ENDPOINT)
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("deferrable", False)
-    return OpenAIBatchCreateOperator(**kwargs)
 
 
 def upload(content: bytes) -> str:

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_job_operator import ids, job_op, run_trigger
-from test_job_resubmit import write_lines
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, results
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
@@ -17,6 +15,8 @@ from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.airflow_compat import TaskDeferred
 from tests._kit.batches import ENDPOINT, write_jsonl
 from tests._kit.connection import set_connection
+from tests._kit.job_lines import ids_of
+from tests._kit.operators import job_op, run_trigger, write_requests
 from tests._kit.ti import FakeTI, context
 
 
@@ -52,7 +52,7 @@ def assert_all_completed_within_three(emulator: EmulatorServer, manifest: dict[s
     batches = list(emulator.batches.values())
     assert len(batches) == 10 and {b["status"] for b in batches} == {"completed"}  # no token_limit_exceeded
     assert 1 <= max(emulator.store.peak_in_progress.values()) <= 3
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
     assert manifest["totals"]["completed"] == 40 and len(manifest["shards"]) == 10
     assert manifest["capacity"]["wait_seconds"] > 0 and manifest["capacity"]["capacity_retries"] == 0
 
@@ -117,7 +117,7 @@ def test_a_shard_failing_with_token_limit_exceeded_is_resubmitted_after_a_back_o
     failed = [b for b in openai_conn.batches.values() if b["status"] == "failed"]
     assert failed and all(b["errors"]["data"][0]["code"] == "token_limit_exceeded" for b in failed)
     assert manifest["capacity"]["capacity_retries"] == len(failed)
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(12)]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(12)]
     assert manifest["error"] is None and manifest["verdict"] == "succeed"
     assert {s["status"] for s in manifest["shards"]} == {"completed"} and len(manifest["shards"]) == 3
 
@@ -162,7 +162,7 @@ def test_the_connection_extra_sets_the_limit_and_the_operator_replaces_it(
     # Shards are cut to the operator's 5 requests, and one at a time runs (5 + 5 > 5).
     assert [s["requests"] for s in by_operator["shards"]] == [5, 5, 5, 5, 4]
     assert emulator.store.peak_in_progress == {"gpt-4o-mini": 1}
-    assert ids(by_operator["output"]["path"]) == [f"req-{i}" for i in range(24)]
+    assert ids_of(by_operator["output"]["path"]) == [f"req-{i}" for i in range(24)]
 
 
 def test_a_bad_limit_on_the_connection_fails_before_anything_is_uploaded(
@@ -183,7 +183,7 @@ def test_a_resubmission_round_waits_for_capacity_like_the_input_shards(
 ) -> None:
     # 40 lines in 10 shards of 4, 30 % answering 500 per round: the rounds after the first have several
     # shards too, more than the budget of two shards (8 requests) lets run at once.
-    write_lines(tmp_path / "in.jsonl", 40, emulator_error_rate=0.3)
+    write_requests(tmp_path / "in.jsonl", 40, emulator_error_rate=0.3)
     monkeypatch.setattr(openai_conn.store, "enqueued_request_limit", 8)
     monkeypatch.setattr(openai_conn.store, "phase_seconds", 0.2)
 
@@ -208,7 +208,7 @@ def test_a_resubmission_round_waits_for_capacity_like_the_input_shards(
     assert len(openai_conn.batches) == len(manifest["shards"])  # each shard of each round: one batch
     round_files = [f for f in openai_conn.files.values() if ".r1." in f["filename"]]
     assert len(round_files) == len(first_round)  # each uploaded once, whatever the deferrals
-    answered = ids(manifest["output"]["path"])
+    answered = ids_of(manifest["output"]["path"])
     assert answered == sorted(answered, key=lambda c: int(c.split("-")[1])) and manifest["resubmitted"] > 0
 
 
@@ -231,4 +231,4 @@ def test_a_clear_after_the_job_finds_every_batch_ended_and_waits_for_none(
 
     assert set(openai_conn.batches) == created and len(created) == 3
     assert [s["reused"] for s in again["shards"]] == [True] * 3 and again["verdict"] == "succeed"
-    assert ids(again["output"]["path"]) == ids(first["output"]["path"]) == [f"req-{i}" for i in range(12)]
+    assert ids_of(again["output"]["path"]) == ids_of(first["output"]["path"]) == [f"req-{i}" for i in range(12)]

@@ -7,11 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-from test_create_cost import write_input
-from test_job_operator import job_op
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from tests._kit.airflow_compat import AirflowFailException
+from tests._kit.operators import job_op, write_input
 from tests._kit.ti import FakeTI, context
 
 

@@ -16,12 +16,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_job_operator import ids, job_op, run_trigger
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.batches import new_batch, wait_for_status, write_jsonl
+from tests._kit.job_lines import ids_of
+from tests._kit.operators import job_op, run_trigger
 from tests._kit.ti import FakeTI, context
 
 #: Two shards of 10 requests; the emulator stalls every batch once 60 % of its requests are done.
@@ -47,7 +48,7 @@ def assert_partial_at_deadline(emulator: EmulatorServer, manifest: dict[str, Any
     The emulator runs a batch's requests in the order of their ids' hashes: which 6 of a shard's 10 are done
     is fixed, but not the first 6.
     """
-    answered, unanswered = ids(manifest["output"]["path"]), ids(manifest["error"]["path"])
+    answered, unanswered = ids_of(manifest["output"]["path"]), ids_of(manifest["error"]["path"])
     number = {f"req-{i}": i for i in range(LINES)}
     assert answered == sorted(answered, key=number.__getitem__)  # input order
     assert unanswered == sorted(unanswered, key=number.__getitem__)
@@ -226,6 +227,6 @@ def test_shards_waiting_for_capacity_at_the_deadline_are_given_up(openai_conn: E
 
     assert openai_conn.counters.batches_created == 1  # the second shard waited for capacity, then gave up
     assert manifest["deadline"]["not_submitted"] == {"shards": 1, "requests": 10}
-    assert len(ids(manifest["output"]["path"])) == 6
+    assert len(ids_of(manifest["output"]["path"])) == 6
     assert error_codes(manifest["error"]["path"]) == ["deadline_exceeded"] * 14
     assert manifest["deadline"]["lines"] == 14 and manifest["reason"] == "deadline"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -14,32 +12,12 @@ from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
-from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.batches import ENDPOINT, chat_line, wait_for_status, write_jsonl
+from tests._kit.job_lines import ids_of
+from tests._kit.operators import job_op, run_trigger
 from tests._kit.ti import FakeTI, context
-
-
-def job_op(tmp_path: Path, **kwargs: Any) -> OpenAIBatchJobOperator:
-    kwargs.setdefault("task_id", "job")
-    kwargs.setdefault("endpoint", ENDPOINT)
-    kwargs.setdefault("input_file", tmp_path / "in.jsonl")
-    kwargs.setdefault("destination", tmp_path / "out")
-    kwargs.setdefault("poll_interval", 0.05)
-    kwargs.setdefault("deferrable", False)
-    return OpenAIBatchJobOperator(**kwargs)
-
-
-def ids(path: str | Path) -> list[str]:
-    return [json.loads(line)["custom_id"] for line in Path(path).read_text().splitlines()]
-
-
-def run_trigger(trigger: OpenAIBatchJobTrigger) -> list[dict[str, Any]]:
-    async def drain() -> list[dict[str, Any]]:
-        return [event.payload async for event in trigger.run()]
-
-    return asyncio.run(asyncio.wait_for(drain(), 20))
 
 
 def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tmp_path: Path) -> None:
@@ -58,8 +36,8 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     ]
     assert {s["status"] for s in manifest["shards"]} == {"completed"}
     # The emulator answers in hash order, not input order; the merge restores input order line by line.
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(2, 10)]
-    assert ids(manifest["error"]["path"]) == ["req-0", "req-1"]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(2, 10)]
+    assert ids_of(manifest["error"]["path"]) == ["req-0", "req-1"]
     assert manifest["output"]["path"] == str(tmp_path / "out" / "in_output.jsonl")
     assert manifest["totals"] == {
         "requests": 10,
@@ -86,7 +64,7 @@ def test_a_job_that_fits_one_batch_is_the_create_operators_batch(openai_conn: Em
 
     assert list(openai_conn.batches) == [batch_id]
     assert manifest["shards"][0]["batch_id"] == batch_id and manifest["shards"][0]["reused"]
-    assert ids(manifest["output"]["path"]) == ["req-0", "req-1", "req-2"]
+    assert ids_of(manifest["output"]["path"]) == ["req-0", "req-1", "req-2"]
     assert manifest["error"] is None
 
 
@@ -109,7 +87,7 @@ def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: Emu
     assert {s["batch_id"] for s in manifest["shards"][:2]} == set(first)
     keys = [b["metadata"][IDEMPOTENCY_METADATA_KEY] for b in openai_conn.batches.values()]
     assert len(set(keys)) == 3
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(9)]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(9)]
 
 
 def test_a_clear_after_many_newer_batches_still_reuses_the_shard_batches(
@@ -151,7 +129,7 @@ def test_deferrable_job_waits_once_for_every_shard(openai_conn: EmulatorServer, 
     resumed = job_op(tmp_path, max_requests_per_batch=3, deferrable=True)
     manifest = resumed.execute_complete(context(ti), event)
 
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(7)]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(7)]
     assert manifest["totals"]["completed"] == 7
 
 
@@ -180,7 +158,7 @@ def test_expired_shards_need_allow_partial(openai_conn: EmulatorServer, tmp_path
     ).execute(context(FakeTI(task_id="partial")))
 
     assert manifest["reason"] == "partial"
-    answered, unanswered = ids(manifest["output"]["path"]), ids(manifest["error"]["path"])
+    answered, unanswered = ids_of(manifest["output"]["path"]), ids_of(manifest["error"]["path"])
     assert len(answered) == 4 and len(unanswered) == 4
     assert sorted(answered + unanswered, key=lambda c: int(c.split("-")[1])) == [f"req-{i}" for i in range(8)]
     assert answered == sorted(answered, key=lambda c: int(c.split("-")[1]))
@@ -209,8 +187,8 @@ def test_object_storage_destination(openai_conn: EmulatorServer, tmp_path: Path)
         max_requests_per_batch=2,
     ).execute(context())
 
-    assert ids(tmp_path / "remote" / "in_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
-    assert ids(tmp_path / "remote" / "in_error.jsonl") == ["req-0"]
+    assert ids_of(tmp_path / "remote" / "in_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
+    assert ids_of(tmp_path / "remote" / "in_error.jsonl") == ["req-0"]
     assert manifest["output"]["lines"] == 4 and manifest["error"]["bytes"] > 0
 
 

@@ -7,22 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_job_operator import ids, job_op, run_trigger
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.job.merge import classify_error
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.batches import ENDPOINT, chat_line
+from tests._kit.job_lines import ids_of
+from tests._kit.operators import job_op, run_trigger, write_requests
 from tests._kit.ti import FakeTI, context
-
-
-def write_lines(path: Path, n: int, **body: Any) -> None:
-    lines = []
-    for i in range(n):
-        line = chat_line(i)
-        line["body"].update(body)
-        lines.append(line)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def requests_sent(emulator: EmulatorServer) -> int:
@@ -33,11 +25,11 @@ def test_server_errors_are_resubmitted_until_every_line_is_answered(
     openai_conn: EmulatorServer, tmp_path: Path
 ) -> None:
     # Deterministic: 6 of the 40 lines fail in the first round, 1 in the second, none in the third.
-    write_lines(tmp_path / "in.jsonl", 40, emulator_error_rate=0.15)
+    write_requests(tmp_path / "in.jsonl", 40, emulator_error_rate=0.15)
 
     manifest = job_op(tmp_path, max_requests_per_batch=20, max_resubmits=3).execute(context())
 
-    assert ids(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
     assert manifest["error"] is None and manifest["totals"]["completed"] == 40
     rounds = [r["requests"] for r in manifest["rounds"]]
     assert rounds == [40, 6, 1] and manifest["resubmitted"] == 7
@@ -56,11 +48,11 @@ def test_lines_at_fault_are_not_resubmitted(openai_conn: EmulatorServer, tmp_pat
     assert len(openai_conn.batches) == 1  # nothing was sent again
     assert manifest["rounds"] == [{"round": 0, "requests": 12}] and manifest["resubmitted"] == 0
     assert manifest["errors_by_code"] == {"emulator_forced_failure": 3}
-    assert ids(manifest["error"]["path"]) == ["req-0", "req-4", "req-8"]
+    assert ids_of(manifest["error"]["path"]) == ["req-0", "req-4", "req-8"]
 
 
 def test_expired_lines_run_again_at_most_max_resubmits_times(openai_conn: EmulatorServer, tmp_path: Path) -> None:
-    write_lines(tmp_path / "in.jsonl", 8)
+    write_requests(tmp_path / "in.jsonl", 8)
     ti = FakeTI()
     op = job_op(tmp_path, max_requests_per_batch=4, max_resubmits=2, metadata={"emulator": "expire"})
 
@@ -72,12 +64,12 @@ def test_expired_lines_run_again_at_most_max_resubmits_times(openai_conn: Emulat
     assert [r["requests"] for r in manifest["rounds"]] == [8, 4, 2]
     assert requests_sent(openai_conn) == 14 <= 8 + 4 * 2
     assert manifest["totals"]["completed"] == 7 and manifest["errors_by_code"] == {"batch_expired": 1}
-    answered = ids(manifest["output"]["path"])
+    answered = ids_of(manifest["output"]["path"])
     assert answered == sorted(answered, key=lambda c: int(c.split("-")[1])) and len(answered) == 7
 
 
 def test_a_clear_mid_resubmission_reuses_every_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
-    write_lines(tmp_path / "in.jsonl", 30, emulator_error_rate=0.3)
+    write_requests(tmp_path / "in.jsonl", 30, emulator_error_rate=0.3)
     ti = FakeTI()
     with pytest.raises(TaskDeferred) as first:
         job_op(tmp_path, max_requests_per_batch=10, max_resubmits=2, deferrable=True).execute(context(ti))
@@ -96,7 +88,7 @@ def test_a_clear_mid_resubmission_reuses_every_batch(openai_conn: EmulatorServer
     tags = [b["metadata"]["airflow_idempotency_key"] for b in openai_conn.batches.values()]
     assert len(tags) == len(set(tags)), "a batch was created twice"
     assert not any(s["round"] <= 1 and s["batch_id"] in created_by_clear for s in manifest["shards"])
-    answered = ids(manifest["output"]["path"])
+    answered = ids_of(manifest["output"]["path"])
     assert answered == [f"req-{i}" for i in range(30) if f"req-{i}" in set(answered)]
 
 
