@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
-from airflow_provider_openai_batch.models import Batch, BatchStatus, RequestCounts
+from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.outcome import BatchOutcome, FailedRequestsPolicy, judge_batch
 
 __all__ = [
@@ -161,14 +161,17 @@ class BatchWaitDecision:
         self.policy = policy
         self.deadline = started_at + policy.timeout if policy.timeout is not None else None
         self.budget = PollErrorBudget(policy.max_consecutive_errors, consecutive=consecutive_errors)
-        self._last_progress: tuple[BatchStatus, RequestCounts] | None = None
+        # Plain strings and ints, not the models: a wait keeps this across a whole poll interval, and a tuple of
+        # atomic values leaves the cyclic collector's lists, so 10,000 waits do not feed its full collections.
+        self._last_progress: tuple[str, int, int, int] | None = None
 
     def on_batch(self, batch: Batch, *, now: float | None = None) -> Step:
         """Decide after a poll returned ``batch``; ``now`` (the caller's clock) is needed only with a timeout."""
         self.budget.success()
         if batch.status.is_terminal:
             return Finished(self.policy.judge(batch))
-        progress = (batch.status, batch.request_counts)
+        counts = batch.request_counts
+        progress = (batch.status.value, counts.total, counts.completed, counts.failed)
         changed = progress != self._last_progress
         self._last_progress = progress
         if self._past_deadline(now):

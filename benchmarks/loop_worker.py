@@ -10,6 +10,12 @@ every trigger fired, lag samples summary, CPU seconds, events by status and when
 thread ends a run that passes ``--deadline`` (a loop blocked by synchronous I/O cannot end itself) and
 reports what it saw so far, with the stall in progress counted as lag.
 
+For attribution it also reports the loop thread's longest CPU time between two ticks (what the code on the
+loop held it for, machine load excluded), every full garbage collection (and any collection over 5 ms) with
+its duration, and every tick over 10 ms late. ``--collect-first`` collects the start-up heap before the
+triggers start (what is left is set off by the triggers); ``--time-callbacks FILE`` logs every loop callback
+over 10 ms with what it ran (diagnosis).
+
 ``--memory S`` measures instead: the traced Python memory and the objects the N triggers hold once they
 have waited ``S`` seconds (past their first poll), per trigger; the modules they use are imported first,
 so that one-off imports are not counted as the triggers' memory.
@@ -75,6 +81,15 @@ class Run:
         self.events: Counter[str] = Counter()
         self.event_at: dict[str, float] = {}
         self.cpu_lag_max = 0.0
+        self.lag_peak = 0.0
+        self.heap_objects = 0
+        #: (seconds since the start, lag in ms) of every tick over 10 ms late.
+        self.stalls: list[tuple[float, float]] = []
+        self.lag_max_at = 0.0
+        self.cpu_lag_max_at = 0.0
+        #: Collections of the oldest generation (full collections) and any collection over 5 ms: (generation,
+        #: seconds since the start, duration in ms, whether on the loop's thread).
+        self.collections: list[tuple[int, float, float, bool]] = []
         self.done = 0
         self.started = time.monotonic()
         self.cpu_started = time.process_time()
@@ -98,6 +113,11 @@ class Run:
             "events": dict(self.events),
             "event_at": self.event_at,
             "cpu_lag_max": self.cpu_lag_max,
+            "lag_max_at": self.lag_max_at,
+            "cpu_lag_max_at": self.cpu_lag_max_at,
+            "collections": self.collections,
+            "stalls": self.stalls,
+            "heap_objects": self.heap_objects,
         }
 
     def emit(self, *, timed_out: bool) -> None:
@@ -116,10 +136,17 @@ async def ticker(run: Run, stop: asyncio.Event) -> None:
         await asyncio.sleep(TICK)
         woke = loop.time()
         run.last_wake = time.monotonic()
-        run.lags.append(max(0.0, woke - expected))
+        lag = max(0.0, woke - expected)
+        if lag > run.lag_peak:
+            run.lag_peak, run.lag_max_at = lag, run.last_wake - run.started
+        run.lags.append(lag)
+        if lag > 0.010:
+            run.stalls.append((round(run.last_wake - run.started, 3), round(1000 * lag, 1)))
         # The loop thread's own CPU time between two ticks: what the code on the loop held it for, whatever
         # else the machine runs (a busy machine delays the whole process, which is no stall of the loop).
-        run.cpu_lag_max = max(run.cpu_lag_max, time.thread_time() - cpu)
+        held = time.thread_time() - cpu
+        if held > run.cpu_lag_max:
+            run.cpu_lag_max, run.cpu_lag_max_at = held, run.last_wake - run.started
 
 
 async def consume(trigger: Any, run: Run) -> None:
@@ -172,8 +199,71 @@ async def measure_memory(impl: str, triggers: list[Any], settle: float, out: str
     os._exit(0)
 
 
+def record_collections(run: Run) -> None:
+    """Record full collections (and any over 5 ms) in ``run.collections``, to attribute loop stalls."""
+    import gc
+
+    loop_thread = threading.get_ident()
+    began = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            began[0] = now
+            return
+        took = 1000 * (now - began[0])
+        if info["generation"] == 2 or took > 5:
+            run.collections.append(
+                (info["generation"], time.monotonic() - run.started, took, threading.get_ident() == loop_thread)
+            )
+
+    gc.callbacks.append(callback)
+    run.heap_objects = len(gc.get_objects())
+
+
+def time_callbacks(path: str) -> None:
+    """Diagnosis: every loop callback that runs over 10 ms, with its wall and thread CPU time and what it ran
+    (a task's coroutine and where it stopped), one JSON line each, to ``path``."""
+    import json
+
+    original = asyncio.events.Handle._run
+    out = open(path, "w")  # noqa: SIM115 (open for the process's life)
+    t0 = time.monotonic()
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        original(handle)
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        if wall > 0.010:
+            callback = getattr(handle, "_callback", None)
+            owner = getattr(callback, "__self__", None)
+            what = repr(callback)[:200]
+            if isinstance(owner, asyncio.Task):
+                coro = owner.get_coro()
+                frames = []
+                while coro is not None and hasattr(coro, "cr_frame"):
+                    frame = coro.cr_frame
+                    if frame is not None:
+                        frames.append(
+                            f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {frame.f_code.co_name}"
+                        )
+                    coro = coro.cr_await
+                what = " > ".join(frames) or repr(owner)[:200]
+            out.write(json.dumps({"t": round(time.monotonic() - t0, 3), "ms": round(1000 * wall, 1),
+                                  "cpu_ms": round(1000 * cpu, 1), "what": what}) + "\n")  # fmt: skip
+            out.flush()
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+
 async def main_async(
-    triggers: list[Any], run: Run, *, with_ticker: bool = True, warmup: Any = None, gc_freeze: bool = False
+    triggers: list[Any],
+    run: Run,
+    *,
+    with_ticker: bool = True,
+    warmup: Any = None,
+    gc_freeze: bool = False,
+    collect_first: bool = False,
 ) -> None:
     if warmup is not None:  # one trigger run to the end first: the process-wide lazy set-up is then done
         await consume(warmup, Run(1, ""))
@@ -184,6 +274,13 @@ async def main_async(
 
         gc.collect()
         gc.freeze()
+    if collect_first:
+        # Diagnosis: a full collection of the start-up heap now, so that the run shows what the triggers' own
+        # allocations set off (a fresh process collects its start-up heap once, whatever runs in it).
+        import gc
+
+        gc.collect()
+    record_collections(run)
     stop = asyncio.Event()
     tick = asyncio.create_task(ticker(run, stop) if with_ticker else stop.wait())
     await asyncio.sleep(0.05)  # the ticker is running before the first trigger starts
@@ -204,9 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", action="store_true", help="run one warm-up trigger first (not measured)")
     parser.add_argument("--no-ticker", action="store_true", help="no lag ticker (for CPU per poll)")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() the start-up heap before the run")
+    parser.add_argument("--collect-first", action="store_true", help="gc.collect() the start-up heap before the run")
     parser.add_argument("--shards", type=int, default=0, help="N job triggers of this many batches each (ours)")
     parser.add_argument("--memory", type=float, help="measure memory per trigger after this many seconds instead")
     parser.add_argument("--out", required=True, help="where the JSON result is written")
+    parser.add_argument("--time-callbacks", help="write every loop callback over 10 ms here (diagnosis)")
     parser.add_argument("--profile", help="write cProfile stats of the run to this file (diagnosis only)")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -226,16 +325,22 @@ def main(argv: list[str] | None = None) -> None:
         os._exit(0)  # the loop may be blocked in a synchronous call: nothing else can end it
 
     threading.Thread(target=watchdog, daemon=True).start()
+    if args.time_callbacks:
+        time_callbacks(args.time_callbacks)
+    options = {
+        "with_ticker": not args.no_ticker,
+        "warmup": warmup,
+        "gc_freeze": args.gc_freeze,
+        "collect_first": args.collect_first,
+    }
     if args.profile:
         import cProfile
 
         with cProfile.Profile() as profile:
-            asyncio.run(
-                main_async(triggers, run, with_ticker=not args.no_ticker, warmup=warmup, gc_freeze=args.gc_freeze)
-            )
+            asyncio.run(main_async(triggers, run, **options))
         profile.dump_stats(args.profile)
     else:
-        asyncio.run(main_async(triggers, run, with_ticker=not args.no_ticker, warmup=warmup, gc_freeze=args.gc_freeze))
+        asyncio.run(main_async(triggers, run, **options))
     run.emit(timed_out=False)
 
 

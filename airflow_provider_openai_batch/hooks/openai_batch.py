@@ -271,8 +271,12 @@ class OpenAIBatchHook(BaseHook):
         return BatchPage.from_dict(self.transport.send_json(_list_request(after, limit)))
 
     async def alist_batches(self, *, after: str | None = None, limit: int = 20) -> BatchPage:
-        """Async twin of :meth:`list_batches`, for the triggers' coalesced polling."""
-        return BatchPage.from_dict(await self._asend_json(_list_request(after, limit)))
+        """Async twin of :meth:`list_batches`."""
+        return BatchPage.from_dict(await self.alist_batches_json(after=after, limit=limit))
+
+    async def alist_batches_json(self, *, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """:meth:`alist_batches` as the API answered it: the triggers' poller parses pages one at a time."""
+        return await self._asend_json(_list_request(after, limit))
 
     def iter_batches(
         self, *, after: str | None = None, page_size: int = 100, max_items: int | None = None

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch.exceptions import (
     BadRequestError,
@@ -31,7 +31,7 @@ from airflow_provider_openai_batch.models import Batch, BatchPage
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
-__all__ = ["PAGE_SIZE", "BatchPoller"]
+__all__ = ["PAGE_SIZE", "BatchPoller", "next_round_at"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,27 @@ TOP = ""
 MAX_PAGES = 100
 #: Trigger wake-ups per loop iteration: results are handed over in slices of this size, so that the
 #: triggers woken by one round never hold the event loop for long together.
-WAKE_SLICE = 100
+WAKE_SLICE = 25
+#: A round starts early by the previous round's length, by at most this share of the interval.
+MAX_LEAD = 0.25
+
+
+def next_round_at(*, started: float, interval: float, now: float) -> float:
+    """When the round after the one that began at ``started`` and ended ``now`` begins (loop clock).
+
+    A round reads its pages over some time, and a batch that turns terminal just after its page was read is
+    learned by the next round at the same point. Starting the next round early by this round's length, so
+    that it ends about one interval after this one began, keeps every status handed over at most one interval
+    old: an event comes at most one interval after its batch finished. The lead is at most ``MAX_LEAD`` of the
+    interval, so rounds are never more than a third more frequent than the interval; a round that overran its
+    interval is followed at once.
+
+    :param started: when the round began.
+    :param interval: the poll interval.
+    :param now: when it ended.
+    """
+    lead = min(max(now - started, 0.0), interval * MAX_LEAD)
+    return max(started + interval - lead, now)
 
 
 class BatchPoller:
@@ -75,6 +95,7 @@ class BatchPoller:
         self._connect = connect
         self._hook: OpenAIBatchHook | None = None
         self._limit = asyncio.Semaphore(concurrency)
+        self._handing = asyncio.Lock()
         self._concurrency = concurrency
         self._subscribers: collections.Counter[str] = collections.Counter()
         self._waiting: dict[str, list[asyncio.Future[Batch]]] = {}
@@ -114,16 +135,18 @@ class BatchPoller:
             self._task.cancel()
             self._task = None
 
-    async def next_status(self, batch_id: str) -> Batch:
-        """The batch as the next round learns it.
+    def next_status(self, batch_id: str) -> asyncio.Future[Batch]:
+        """The batch as the next round learns it: a future to await (no coroutine of its own, so that a waiting
+        trigger holds as few objects as possible across the interval).
 
-        :raises Exception: the error of the request that should have reported this batch.
+        :raises Exception: (from the future) the error of the request that should have reported this batch.
         """
         future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+        # One list per batch for the whole wait, emptied when its round answers, not a new one each round.
         self._waiting.setdefault(batch_id, []).append(future)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"openai-batch-poller-{self.conn_id}")
-        return await future
+        return future
 
     # -- rounds ------------------------------------------------------------------------------------
 
@@ -148,8 +171,7 @@ class BatchPoller:
                     except Exception as exc:  # never leave a trigger waiting on a round that broke
                         log.exception("A status round for %d batch(es) failed", len(due))
                         await self._fail(due, exc)
-            # One interval after the round started; a round that overran is followed at once.
-            next_round = max(started + self.interval, loop.time())
+            next_round = next_round_at(started=started, interval=self.interval, now=loop.time())
 
     async def _reconnect(self) -> BaseException | None:
         """Look the connection up again (its settings may have changed); the failure, if any."""
@@ -212,10 +234,13 @@ class BatchPoller:
         """Read the page after ``cursor``, then further down while the batches it was for are further down."""
         wanted = targets[cursor]
         while True:
-            page = await self._page(cursor)
-            found, ours = self._hand_over_page(page, cursor, todo)
-            await asyncio.sleep(0)  # let the woken triggers run before the next page is parsed
-            wanted -= found
+            answer = await self._page(cursor)
+            async with self._handing:  # pages that arrive together are parsed and handed over one at a time
+                await asyncio.sleep(0)
+                page = BatchPage.from_dict(answer)
+                ready, ours = self._read_page(page, cursor, todo)
+                await self._hand_over(ready)
+            wanted -= {batch.id for batch in ready}
             last = page.data[-1] if page.data else None
             further = {
                 batch_id
@@ -244,15 +269,15 @@ class BatchPoller:
             started.add(cursor)
             wanted = further
 
-    async def _page(self, cursor: str) -> BatchPage:
+    async def _page(self, cursor: str) -> dict[str, Any]:
         async with self._limit:
             self.requests["list"] += 1
-            return await self.hook.alist_batches(after=cursor or None, limit=PAGE_SIZE)
+            return await self.hook.alist_batches_json(after=cursor or None, limit=PAGE_SIZE)
 
-    def _hand_over_page(self, page: BatchPage, cursor: str, todo: set[str]) -> tuple[set[str], int]:
-        """Hand this round's batches on the page over; return them, and how many waited-on batches it holds
-        (also those whose triggers joined after the round began: where they are is learned for the next)."""
-        found = set()
+    def _read_page(self, page: BatchPage, cursor: str, todo: set[str]) -> tuple[list[Batch], int]:
+        """This round's batches on the page (they leave ``todo``), and how many waited-on batches it holds (also
+        those whose triggers joined after the round began: where they are is learned for the next round)."""
+        found: list[Batch] = []
         ours = 0
         for batch in page.data:
             if batch.id not in self._subscribers:
@@ -264,9 +289,15 @@ class BatchPoller:
                 self._created[batch.id] = batch.created_at
             if batch.id in todo:
                 todo.discard(batch.id)
-                self._deliver(batch.id, batch)
-                found.add(batch.id)
+                found.append(batch)
         return found, ours
+
+    async def _hand_over(self, batches: list[Batch]) -> None:
+        """Wake the triggers of ``batches`` a slice at a time, each slice running before the next is woken."""
+        for start in range(0, len(batches), WAKE_SLICE):
+            for batch in batches[start : start + WAKE_SLICE]:
+                self._deliver(batch.id, batch)
+            await asyncio.sleep(0)
 
     async def _retrieve_each(self, todo: set[str]) -> None:
         if not todo:
@@ -292,13 +323,17 @@ class BatchPoller:
     def _deliver(self, batch_id: str, outcome: Batch | BaseException) -> None:
         if isinstance(outcome, Batch) and outcome.created_at is not None:
             self._created[batch_id] = outcome.created_at
-        for future in self._waiting.pop(batch_id, ()):
+        futures = self._waiting.get(batch_id)
+        if not futures:
+            return
+        for future in futures:
             if future.done():  # its trigger was cancelled
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        futures.clear()
 
     async def _fail(self, batch_ids: Iterable[str], exc: BaseException) -> None:
         for number, batch_id in enumerate(list(batch_ids), start=1):

@@ -173,9 +173,9 @@ class _Connection:
         self.settings: ConnectionSettings | None = None
 
     async def connect(self) -> tuple[OpenAIBatchHook, str]:
+        await warm_up()  # first: the hook module is imported there, off the loop
         from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 
-        await warm_up()
         settings = await OpenAIBatchHook(self.conn_id, max_retries=self.max_retries).aget_settings()
         if settings != self.settings:  # first round, or the connection changed: its own client
             hook = self.registry.acquire(settings, self.interval)
@@ -215,13 +215,13 @@ class Subscription:
         self.poller = poller
         self.batch_id = batch_id
 
-    async def next(self) -> Batch:
-        """The batch as the next round reports it (at most one poll interval from now).
+    def next(self) -> asyncio.Future[Batch]:
+        """The batch as the next round reports it (at most one poll interval from now), to await.
 
-        :raises Exception: the error of the request that should have reported it, or of the connection's
-            lookup (a missing or invalid connection).
+        :raises Exception: (from the future) the error of the request that should have reported it, or of the
+            connection's lookup (a missing or invalid connection).
         """
-        return await self.poller.next_status(self.batch_id)
+        return self.poller.next_status(self.batch_id)
 
     def close(self) -> None:
         """Leave the poller; the last trigger of a connection closes its client."""

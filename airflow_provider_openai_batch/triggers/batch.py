@@ -118,6 +118,9 @@ class OpenAIBatchTrigger(BaseTrigger):
                     self.log.warning("%s", step.warning)
                 if step.log_progress and step.batch is not None:  # a day-long wait logs changes only
                     self.log.info("%s", describe_progress(step.batch))
+                # Hold no batch across the wait: kept for an interval, each round's batch of every waiting
+                # trigger would outlive the young collections and feed the full ones (10,000 triggers: ~1 a round).
+                del step
                 if error is not None and subscription is None:  # the next round is the wait otherwise
                     await asyncio.sleep(self.poll_interval)
         finally:

@@ -15,6 +15,7 @@ import pytest
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import AuthenticationError, NotFoundError
 from airflow_provider_openai_batch.triggers import _shared
+from airflow_provider_openai_batch.triggers._poller import MAX_LEAD, next_round_at
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL, OpenAIBatchTrigger
 from tests._kit.connection import set_connection
@@ -280,3 +281,31 @@ async def test_triggers_after_the_last_one_ended_get_a_new_client(held: Emulator
         await asyncio.gather(*registry.closing)
         assert client.is_closed, round_
         assert not registry.clients and not registry.pollers
+
+
+# -- when rounds start (pure schedule: no clock) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("took", "expected"),
+    [
+        (0.0, 100.0 + 60.0),  # an instant round: one interval later
+        (3.0, 100.0 + 60.0 - 3.0),  # early by its length: the next one ends one interval after this began
+        (30.0, 100.0 + 60.0 - 60.0 * MAX_LEAD),  # the lead is capped
+        (75.0, 100.0 + 75.0),  # overran the interval: at once
+    ],
+)
+def test_a_round_starts_early_by_the_previous_round_length(took: float, expected: float) -> None:
+    assert next_round_at(started=100.0, interval=60.0, now=100.0 + took) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("interval", [0.05, 1.0, 60.0, 3600.0])
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.2, 0.25, 0.5, 0.99, 1.0, 2.0])
+def test_rounds_are_never_later_than_an_interval_nor_more_frequent_than_the_cap(interval: float, share: float) -> None:
+    started, now = 5.0, 5.0 + share * interval
+    at = next_round_at(started=started, interval=interval, now=now)
+    assert at >= now  # never in the past
+    assert at - started <= max(interval, now - started) + 1e-9  # never later than an interval (unless overran)
+    assert at - started >= interval * (1 - MAX_LEAD) - 1e-9  # never more than a third more rounds
+    if share <= MAX_LEAD:  # the round that follows ends one interval after this one began, if it lasts as long
+        assert at + (now - started) == pytest.approx(started + interval)
