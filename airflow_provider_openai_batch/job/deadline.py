@@ -209,14 +209,22 @@ def past_deadline(plan: JobPlan, *, now: float, log: Any = None) -> bool:
     return past
 
 
-def job_wake_at(plan: JobPlan, *, now: float) -> float | None:
-    """When a job that waits must wake even if no batch ends: a back-off ends, or the deadline comes.
+def job_wake_at(
+    plan: JobPlan, *, now: float, batches: Mapping[str, Batch] | None = None, retry_after: float = 60.0
+) -> float | None:
+    """When a job that waits must wake even if no batch ends: a back-off ends, the deadline comes, or (past a
+    hit deadline, given ``batches``) ``retry_after`` seconds from ``now`` to try a cancel that failed again.
 
     Only moments still ahead count (a back-off already over waits for capacity, woken when a batch ends).
     """
     moments = [s.not_before for s in plan.shards if s.batch_id is None and s.not_before is not None]
-    if plan.deadline is not None and not plan.deadline.hit:
-        moments.append(plan.deadline.at)
+    deadline = plan.deadline
+    if deadline is not None and not deadline.hit:
+        moments.append(deadline.at)
+    if deadline is not None and deadline.hit and batches is not None:
+        step = deadline_step(plan, batches, now=now)
+        if step is not None and step.cancel:
+            moments.append(now + retry_after)
     ahead = [moment for moment in moments if moment > now]
     return min(ahead) if ahead else None
 

@@ -380,7 +380,7 @@ class OpenAIBatchJobOperator(BaseOperator):
                     conn_id=self.conn_id,
                     batch_ids=batch_ids,
                     wake_on_finish=bool(pending(plan)),
-                    wake_at=job_wake_at(plan, now=time.time()),
+                    wake_at=job_wake_at(plan, now=time.time(), batches=batches, retry_after=self.poll_interval),
                     poll_interval=self.poll_interval,
                     cancel_on_kill=self.cancel_on_kill,
                     max_consecutive_errors=self.max_consecutive_errors,

@@ -163,6 +163,15 @@ def test_a_waiting_job_wakes_at_the_deadline_or_a_back_off_whichever_comes_first
     assert job_wake_at(plan(shard(0, 1, 10, "a")), now=AT) is None
 
 
+def test_a_cancel_that_failed_at_the_deadline_is_tried_again_one_interval_later() -> None:
+    hit = plan(
+        shard(0, 1, 10, "a"), shard(1, 11, 20, "b"), deadline=JobDeadline(AT, "partial", hit_at=AT, cancelled=("a",))
+    )
+    cancelling = {"a": batch("a", "cancelling")}
+    assert job_wake_at(hit, now=AT + 1, batches={**cancelling, "b": batch("b", "in_progress")}, retry_after=5) == AT + 6
+    assert job_wake_at(hit, now=AT + 1, batches={**cancelling, "b": batch("b", "cancelling")}, retry_after=5) is None
+
+
 def test_no_resubmission_round_past_the_deadline() -> None:
     assert not past_deadline(plan(deadline=JobDeadline(AT, "partial")), now=AT - 1)
     assert past_deadline(plan(deadline=JobDeadline(AT, "partial")), now=AT)

@@ -1,0 +1,69 @@
+"""A job with a deadline that its batches cannot meet (on the emulator), cut at the deadline with partial results.
+
+``write_input`` writes ``requests`` chat requests. ``run_job`` runs them in shards of 10 with
+``deadline="{{ params.deadline_seconds }}"`` (a duration: seconds from the DAG run's start) and
+``on_deadline="partial"``. Every batch carries the run's ``batch_metadata``: ``{"emulator": "stall=60"}`` holds
+each batch at 60 % of its requests until it is cancelled, so the deadline always cuts the job: the deferred
+task wakes at the deadline, cancels its batches, waits for them to end and merges what they answered, the
+other lines in the error file as ``deadline_exceeded``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
+
+POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
+DATA_DIR = os.environ.get("OPENAI_BATCH_EXAMPLES_DIR") or os.path.join(tempfile.gettempdir(), "openai-batch-examples")
+
+
+@dag(
+    dag_id="openai_batch_job_deadline",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["openai", "batch", "test"],
+    params={
+        "requests": Param(40, type="integer", minimum=1),
+        "deadline_seconds": Param(90, type="integer", minimum=1),
+        "batch_metadata": Param({}, type="object"),
+    },
+)
+def openai_batch_job_deadline() -> None:
+    @task(multiple_outputs=True)
+    def write_input(**context: Any) -> dict[str, Any]:
+        run_dir = Path(DATA_DIR) / context["dag"].dag_id / re.sub(r"[^A-Za-z0-9_.-]", "_", context["run_id"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "input.jsonl"
+        with path.open("w", encoding="utf-8") as out:
+            for i in range(int(context["params"]["requests"])):
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Summarize ticket {i}"}]}
+                line = {"custom_id": f"t{i:04d}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                out.write(json.dumps(line) + "\n")
+        return {"input_file": str(path), "run_dir": str(run_dir), "metadata": dict(context["params"]["batch_metadata"])}
+
+    prepared = write_input()
+    OpenAIBatchJobOperator(
+        task_id="run_job",
+        endpoint="/v1/chat/completions",
+        input_file=prepared["input_file"],
+        destination=prepared["run_dir"],
+        metadata=prepared["metadata"],
+        max_requests_per_batch=10,
+        deadline="{{ params.deadline_seconds }}",
+        on_deadline="partial",
+        deferrable=True,
+        poll_interval=POLL_INTERVAL,
+    )
+
+
+openai_batch_job_deadline_dag = openai_batch_job_deadline()
