@@ -56,6 +56,10 @@ _DURATION = re.compile(
 )
 
 
+#: ``str(timedelta)``, as ``"{{ macros.timedelta(hours=6) }}"`` renders: ``[D day[s], ]H:MM:SS[.ffffff]``.
+_TIMEDELTA_TEXT = re.compile(r"(?:(?P<days>\d+) days?, )?(?P<hours>\d+):(?P<minutes>\d\d):(?P<seconds>\d\d(?:\.\d+)?)")
+
+
 def check_on_deadline(value: object) -> str:
     """``value`` if it is one of :data:`ON_DEADLINE`, else a ``ValueError`` naming the choices."""
     if value not in ON_DEADLINE:
@@ -91,7 +95,8 @@ def parse_deadline(value: object) -> datetime | float | None:
 
     :param value: ``None`` or ``""`` (no deadline); a ``datetime`` with a time zone; a ``timedelta``; a number of
         seconds; or a string: a number of seconds, an ISO-8601 duration (``PT90M``, ``P1DT2H``; years and months
-        are refused, having no fixed length) or an ISO-8601 date-time with its offset.
+        are refused, having no fixed length), a rendered ``timedelta`` (``"1 day, 2:00:00"``) or an ISO-8601
+        date-time with its offset.
     :raises ValueError: for anything else, naming the problem.
     """
     if value is None:
@@ -114,6 +119,10 @@ def parse_deadline(value: object) -> datetime | float | None:
     except ValueError as exc:
         if "positive" in str(exc):
             raise
+    clock = _TIMEDELTA_TEXT.fullmatch(text)
+    if clock is not None:
+        parts = {name: float(value) for name, value in clock.groupdict().items() if value is not None}
+        return _seconds(timedelta(**parts).total_seconds(), value)
     if text[:1] in "Pp":
         if re.fullmatch(r"P(?:\d+(?:\.\d+)?[YM])+.*", text, re.IGNORECASE):
             raise ValueError(f"deadline {value!r}: years and months have no fixed length; give weeks, days or hours")

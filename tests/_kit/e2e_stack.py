@@ -266,6 +266,15 @@ class AirflowStack:
         self._restarts += 1
         return self.start_component(name)
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[AirflowStack]:
+        """Started, and stopped on the way out whatever happens (the body of a module's fixture)."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         if self._stopped:
             return

@@ -14,9 +14,6 @@ from tests._kit.e2e_stack import AirflowStack
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     stack = AirflowStack(home=tmp_path_factory.mktemp("airflow-home"))
     started = time.monotonic()
-    try:
-        stack.start()
+    with stack.running():
         print(f"\nAirflow ready in {time.monotonic() - started:.1f}s at {stack.api_url} (home {stack.home})")
         yield stack
-    finally:
-        stack.stop()

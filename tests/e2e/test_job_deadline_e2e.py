@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from e2e_stack import AirflowStack
+
+from tests._kit.e2e_stack import AirflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -33,11 +34,8 @@ SLACK = 90.0
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
     stack = AirflowStack(home=tmp_path_factory.mktemp("airflow-home"), dags_folder=DAGS, expected_dag_ids=(JOB,))
-    try:
-        stack.start()
+    with stack.running():
         yield stack
-    finally:
-        stack.stop()
 
 
 def moment(text: str) -> datetime:

@@ -48,6 +48,8 @@ AT = 1_000_000.0
         ("pt90m", 5400.0),
         ("P1W", 604800.0),
         ("PT0.5S", 0.5),
+        (str(timedelta(hours=6)), 21600.0),  # "{{ macros.timedelta(hours=6) }}" as rendered
+        (str(timedelta(days=2, seconds=1.5)), 172801.5),
         (datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 1, tzinfo=UTC)),
         ("2030-01-01T00:00:00Z", datetime(2030, 1, 1, tzinfo=UTC)),
         ("2030-01-01 02:00:00+02:00", datetime(2030, 1, 1, tzinfo=UTC)),
@@ -72,6 +74,8 @@ def test_deadlines_parse(given: Any, expected: Any) -> None:
         ("P1Y2D", "years and months"),
         ("P", "not an ISO-8601 duration"),
         ("P1DT", "not an ISO-8601 duration"),
+        ("0:00:00", "positive"),
+        ("2:0:00", "neither a date-time"),
         ("PT1H5", "not an ISO-8601 duration"),
         ("2030-01-01T00:00:00", "no time zone"),
         (datetime(2030, 1, 1), "no time zone"),

@@ -10,20 +10,13 @@ other lines in the error file as ``deadline_exceeded``.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, task
+from job_input import POLL_INTERVAL, write_chat_input
 
 from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
-
-POLL_INTERVAL = float(os.environ.get("OPENAI_BATCH_POLL_INTERVAL", "60"))
-DATA_DIR = os.environ.get("OPENAI_BATCH_EXAMPLES_DIR") or os.path.join(tempfile.gettempdir(), "openai-batch-examples")
 
 
 @dag(
@@ -41,15 +34,7 @@ DATA_DIR = os.environ.get("OPENAI_BATCH_EXAMPLES_DIR") or os.path.join(tempfile.
 def openai_batch_job_deadline() -> None:
     @task(multiple_outputs=True)
     def write_input(**context: Any) -> dict[str, Any]:
-        run_dir = Path(DATA_DIR) / context["dag"].dag_id / re.sub(r"[^A-Za-z0-9_.-]", "_", context["run_id"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "input.jsonl"
-        with path.open("w", encoding="utf-8") as out:
-            for i in range(int(context["params"]["requests"])):
-                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Summarize ticket {i}"}]}
-                line = {"custom_id": f"t{i:04d}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-                out.write(json.dumps(line) + "\n")
-        return {"input_file": str(path), "run_dir": str(run_dir), "metadata": dict(context["params"]["batch_metadata"])}
+        return write_chat_input(context)
 
     prepared = write_input()
     OpenAIBatchJobOperator(
