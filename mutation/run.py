@@ -296,9 +296,12 @@ def apply_allow_list(modules: list[Module]) -> list[dict[str, Any]]:
     used = set()
     for module in modules:
         for m in module.mutants:
-            entry = by_key.get(m.key)
+            # operator = mutant = "*": every mutant of that line (a tuning constant, a batch size).
+            wildcard = (m.path, "*", m.code, "*")
+            key = m.key if m.key in by_key else wildcard
+            entry = by_key.get(key)
             if entry is not None:
-                used.add(m.key)
+                used.add(key)
                 if m.status == "survived":
                     m.status, m.reason = "equivalent", entry["reason"]
     planned = {mod.path for mod in modules}

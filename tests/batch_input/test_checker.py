@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_openai_batch.batch_input import validate_batch_input
-from airflow_provider_openai_batch.exceptions import InputProblem
-from tests._kit.inputs import CHAT, body, check, good, line, lines, problems
+from airflow_provider_openai_batch.batch_input.checker import LineChecker
+from airflow_provider_openai_batch.exceptions import BatchInputError, InputProblem
+from tests._kit.inputs import CHAT, MODEL, body, check, good, line, lines, problems
 
 PROBLEM_CASES: list[Any] = [
     pytest.param(b"", [(None, "empty_file")], id="empty_file"),
@@ -209,3 +213,131 @@ def test_responses_token_fields_warn(tmp_path: Path) -> None:
 def path_with(path: Path, *items: bytes) -> Path:
     path.write_bytes(lines(*items))
     return path
+
+
+def messages(error: BatchInputError) -> list[tuple[int | None, str]]:
+    return [(p.line, p.message) for p in error.problems]
+
+
+def test_missing_and_invalid_fields_are_told_apart(tmp_path: Path) -> None:
+    content = lines(
+        json.dumps({"method": "POST", "body": body()}).encode(),
+        json.dumps({"custom_id": 7, "url": CHAT, "body": body()}).encode(),
+        json.dumps({"custom_id": "c", "method": "GET", "url": 5, "body": body()}).encode(),
+        json.dumps({"custom_id": "d", "method": "POST", "url": CHAT}).encode(),
+        json.dumps({"custom_id": "e", "method": "POST", "url": CHAT, "body": [1]}).encode(),
+        json.dumps({"custom_id": "f", "method": "POST", "url": CHAT, "body": {"messages": []}}).encode(),
+        json.dumps({"custom_id": "g", "method": "POST", "url": CHAT, "body": {"model": 4}}).encode(),
+    )
+    assert messages(check(tmp_path, content)) == [
+        (1, "custom_id is missing; give every line a unique, non-empty string"),
+        (1, "url is missing; it must be the batch endpoint path"),  # no endpoint known yet
+        (2, "custom_id is invalid (7); give every line a unique, non-empty string"),
+        (2, 'method is missing; the Batch API only runs "POST"'),
+        (3, "method is 'GET'; the Batch API only runs \"POST\""),
+        (3, "url is invalid (5); it must be the batch endpoint path such as '/v1/chat/completions'"),
+        (4, "body is missing; it must be the endpoint's request object"),
+        (5, "body is a JSON list; it must be the endpoint's request object"),
+        (6, "body.model is missing; every request must name the model"),
+        (7, "body.model is invalid (4); every request must name the model"),
+    ]
+
+
+def test_a_missing_url_names_the_endpoint_when_it_is_known(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(line("a", url=...)), endpoint=CHAT)
+    assert messages(error) == [(1, "url is missing; it must be the batch endpoint path such as '/v1/chat/completions'")]
+
+
+def test_an_endpoint_that_sorts_before_the_batch_endpoint_is_a_mismatch(tmp_path: Path) -> None:
+    # "/v1/chat/completions" < "/v1/embeddings": a mismatch either way round.
+    error = check(tmp_path, lines(line("a")), endpoint="/v1/embeddings")
+    assert messages(error) == [(1, "url '/v1/chat/completions' does not match the batch endpoint '/v1/embeddings'")]
+
+
+@pytest.mark.parametrize(("length", "shown"), [(78, "'" + "i" * 78 + "'"), (79, "'" + "i" * 76 + "...")])
+def test_long_values_are_cut_to_80_characters_in_messages(tmp_path: Path, length: int, shown: str) -> None:
+    custom_id = "i" * length  # its repr is length + 2 characters long
+    error = check(tmp_path, lines(line(custom_id), line(custom_id)))
+    assert messages(error) == [(2, f"duplicate custom_id {shown} (first seen on line 1)")]
+
+
+def test_a_byte_order_mark_after_the_first_line_is_invalid_json(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(line("a"), b"\xef\xbb\xbf" + line("b")))
+    assert problems(error) == [(2, "invalid_json")]
+
+
+def test_100_problems_at_most_by_default(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(*[b"not json"] * 101))
+    assert len(error.problems) == 100
+    assert error.truncated
+    assert not check(tmp_path, lines(*[b"not json"] * 100)).truncated
+
+
+def test_a_stream_over_the_byte_limit_is_stopped_while_reading(tmp_path: Path) -> None:
+    with pytest.raises(BatchInputError) as info:
+        validate_batch_input(io.BytesIO(lines(*good(5))), max_bytes=300)
+    assert messages(info.value) == [
+        (
+            None,
+            "the file is more than 300 bytes, over the limit of 300 bytes (300 bytes); "
+            "split the requests into several batches",
+        )
+    ]
+
+
+def test_the_request_limit_message_names_the_first_request_over_it(tmp_path: Path) -> None:
+    error = check(tmp_path, lines(*good(5)), max_requests=3)
+    assert messages(error) == [
+        (
+            4,
+            "the file holds 5 requests, over the limit of 3 (line 4 is request 4); "
+            "split the requests into several batches",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_requests", "max_bytes", "endpoint", "described"),
+    [
+        (2, 1024 * 1024, CHAT, "2 requests, 1,048,576 bytes (1 MB) per file"),
+        (2, 1024 * 1024 - 1, CHAT, "2 requests, 1,048,575 bytes (1048575 bytes) per file"),
+        # Rounded to the nearest MB.
+        (50_000, 105_329_459, CHAT, "50,000 requests, 105,329,459 bytes (100 MB) per file"),  # 100.45 MB
+        (50_000, 105_434_316, CHAT, "50,000 requests, 105,434,316 bytes (101 MB) per file"),  # 100.55 MB
+        (sys.maxsize, 200 * 1024 * 1024, CHAT, "209,715,200 bytes (200 MB) per file"),
+        (sys.maxsize, sys.maxsize, CHAT, ""),  # unbounded: nothing to name
+        (3, sys.maxsize, "/v1/embeddings", "3 requests, 7 embedding inputs per file"),
+    ],
+)
+def test_the_limits_named_in_errors(max_requests: int, max_bytes: int, endpoint: str, described: str) -> None:
+    checker = LineChecker(endpoint=endpoint, max_requests=max_requests, max_bytes=max_bytes, max_embedding_inputs=7)
+    assert checker.describe_limits() == described
+
+
+def test_each_warning_once_with_how_many_lines_it_applies_to(tmp_path: Path) -> None:
+    path = tmp_path / "input.jsonl"
+    both = body(max_tokens=5, max_completion_tokens=5)
+    path.write_bytes(lines(line("a"), line("b", body=both), line("c", body=body(max_tokens=5)), line("d", body=both)))
+    assert validate_batch_input(path).warnings == (
+        "line 2 (and 2 more lines): body.max_tokens: reasoning models (o-series, gpt-5) reject it and OpenAI "
+        "deprecates it for max_completion_tokens; keep it only for a gateway or model that needs it",
+        "line 2 (and 1 more lines): body sets both max_tokens and max_completion_tokens; keep one",
+    )
+
+
+def test_responses_warn_once_for_each_token_field_name(tmp_path: Path) -> None:
+    def request(custom_id: str, **fields: Any) -> bytes:
+        return line(custom_id, url="/v1/responses", body={"model": "gpt-4.1", "input": "x", **fields})
+
+    path = path_with(tmp_path / "input.jsonl", request("a"), request("b", max_completion_tokens=5))
+    assert validate_batch_input(path).warnings == (
+        "line 2: body.max_completion_tokens is not a /v1/responses field: use max_output_tokens",
+    )
+
+
+def test_the_estimate_counts_the_bodies_of_every_line(tmp_path: Path) -> None:
+    path = path_with(tmp_path / "input.jsonl", *good(3))
+    estimate = validate_batch_input(path).estimate
+    assert estimate is not None
+    assert (estimate.requests, estimate.model) == (3, MODEL)
+    assert estimate.input_tokens > 0

@@ -136,3 +136,32 @@ def test_a_missing_folder_is_named_not_the_temp_file(tmp_path: Path) -> None:
     assert ".tmp" not in message
     assert caught.value.filename == str(target.parent)
     assert not target.parent.exists()
+
+
+def written_problems(requests: list[Any], **kwargs: Any) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(BatchInputError) as info:
+        write_batch_input(requests, io.BytesIO(), endpoint=CHAT, **kwargs)
+    return [(p.line, p.code, p.message) for p in info.value.problems]
+
+
+def chat(custom_id: str) -> dict[str, Any]:
+    return {"custom_id": custom_id, "body": body()}
+
+
+def test_a_request_that_is_not_one_counts_as_a_line_and_a_request() -> None:
+    refused = "request 2 is a int; pass a BatchRequest or a mapping with custom_id and body"
+    assert written_problems([chat("a"), 5, chat("b")]) == [(2, "not_an_object", refused)]
+    # Counted as a request: the file is not empty, and the next request is request 2.
+    only = "request 1 is a str; pass a BatchRequest or a mapping with custom_id and body"
+    assert written_problems(["x"]) == [(1, "not_an_object", only)]
+    over = (
+        "the file holds 3 requests, over the limit of 2 (line 3 is request 3); split the requests into several batches"
+    )
+    assert written_problems(["x", chat("a"), chat("b")], max_requests=2)[1] == (3, "too_many_requests", over)
+
+
+def test_requests_past_the_limit_are_counted_not_written() -> None:
+    over = (
+        "the file holds 5 requests, over the limit of 2 (line 3 is request 3); split the requests into several batches"
+    )
+    assert written_problems([chat(f"r{i}") for i in range(5)], max_requests=2) == [(3, "too_many_requests", over)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -10,7 +13,15 @@ import pytest
 
 from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
 from airflow_provider_openai_batch.job.limits import ShardLimits
-from airflow_provider_openai_batch.job.merge import InputChangedError, ResultFile, merge_results
+from airflow_provider_openai_batch.job.merge import (
+    RETRYABLE_CODES,
+    InputChangedError,
+    MergeStats,
+    ResultFile,
+    classify_error,
+    merge_results,
+    missing_line,
+)
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.job.split import split_input
 from tests._kit.job_lines import CHAT, answer, failure, ids_of, request, write_lines
@@ -99,3 +110,169 @@ def test_ids_are_read_from_the_line_start_or_parsed() -> None:
     assert result_custom_id(b'{"id": "batch_req_1", "custom_id": "r\\u00e9", "response": null}\n') == "ré"
     assert result_custom_id(b'{"response": {"body": {}}, "custom_id": "late"}\n') == "late"
     assert result_custom_id(b"not json\n") is None
+
+
+def error_line(custom_id: str, code: str) -> dict[str, object]:
+    """An error-file line for a request that never got an answer (expired, cancelled, ...)."""
+    return {"id": f"batch_req_{custom_id}", "custom_id": custom_id, "response": None, "error": {"code": code}}
+
+
+def raw(line: object) -> bytes:
+    return json.dumps(line).encode() + b"\n"
+
+
+def http(status: int, error: object = None) -> bytes:
+    body = {"error": error} if error is not None else {}
+    return raw({"custom_id": "r", "response": {"status_code": status, "body": body}, "error": None})
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # The line never ran, or failed for a passing reason: run it again.
+        *((raw(error_line("r", code)), (code, True)) for code in sorted(RETRYABLE_CODES)),
+        (http(429, {"type": "requests", "code": None}), ("requests", True)),
+        (http(408), ("http_408", True)),
+        (http(500), ("http_500", True)),
+        (http(503, {"type": "server_error", "code": "overloaded"}), ("overloaded", True)),
+        # The request itself is wrong, the user cancelled, or nothing is known: never run again.
+        (http(400, {"type": "invalid_request_error", "code": None}), ("invalid_request_error", False)),
+        (
+            http(400, {"type": "invalid_request_error", "code": "content_policy_violation"}),
+            ("content_policy_violation", False),
+        ),
+        (raw(error_line("r", "batch_cancelled")), ("batch_cancelled", False)),
+        (http(499), ("http_499", False)),
+        (http(407), ("http_407", False)),
+        (http(409), ("http_409", False)),
+        (http(428), ("http_428", False)),
+        (http(430), ("http_430", False)),
+        (raw({"custom_id": "r", "response": {"status_code": "500"}, "error": None}), ("unknown", False)),
+        (raw({"custom_id": "r", "response": None, "error": "boom"}), ("unknown", False)),
+        (raw({"custom_id": "r", "response": None, "error": None}), ("unknown", False)),
+        (raw([1, 2]), ("unknown", False)),
+        (b"not json\n", ("unknown", False)),
+    ],
+)
+def test_which_failed_lines_are_run_again(line: bytes, expected: tuple[str, bool]) -> None:
+    assert classify_error(line) == expected
+
+
+def test_the_retryable_codes() -> None:
+    assert {"batch_expired", "rate_limit_exceeded", "server_error", "internal_error", "timeout"} < RETRYABLE_CODES
+    assert "service_unavailable" in RETRYABLE_CODES and "batch_cancelled" not in RETRYABLE_CODES
+
+
+def test_error_codes_are_counted_up_to_50_then_as_other() -> None:
+    stats = MergeStats()
+    for i in range(52):
+        stats.count_code(f"code_{i}")
+    stats.count_code("code_0")
+    assert len(stats.error_codes) == 51
+    assert (stats.error_codes["code_0"], stats.error_codes["code_49"], stats.error_codes["other"]) == (2, 1, 2)
+    assert "code_50" not in stats.error_codes
+
+
+def test_a_line_without_a_result_gets_a_missing_result_line() -> None:
+    assert (
+        missing_line("req-é")
+        == (
+            '{"id":null,"custom_id":"req-é","response":null,"error":{"code":"missing_result","message":"no shard '
+            'batch returned a result for this request (its batch failed, or ended before it ran)"}}\n'
+        ).encode()
+    )
+
+
+def test_retryable_failures_are_copied_to_a_retry_input_with_their_line_numbers(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(7)])
+    source.write_bytes(source.read_bytes().rstrip(b"\n"))  # the last line without its newline
+    plan = plan_for(source, tmp_path / "work")
+    answers = write_lines(tmp_path / "r_output.jsonl", [answer("req-0")])
+    outcomes = [
+        error_line("req-1", "server_error"),
+        failure("req-2"),  # the request is wrong: not run again
+        error_line("req-3", "batch_expired"),
+        # req-4: no result at all (missing): not run again
+        error_line("req-5", "batch_cancelled"),
+        error_line("req-6", "rate_limit_exceeded"),
+    ]
+    results = tmp_path / "r_error.jsonl"
+    results.write_bytes(b"\n".join(json.dumps(line).encode() for line in outcomes))  # no newline at the end either
+    retry, numbers = tmp_path / "retry.jsonl", tmp_path / "numbers.bin"
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.jsonl"
+    with (
+        source.open("rb") as stream,
+        out.open("wb") as o,
+        err.open("wb") as e,
+        retry.open("wb") as r,
+        numbers.open("wb") as n,
+    ):
+        stats = merge_results(
+            stream,
+            [ResultFile(answers, ok=True), ResultFile(results, ok=False)],
+            o,
+            e,
+            plan=plan,
+            workdir=tmp_path,
+            retry=r,
+            retry_lines=n,
+        )
+    lines = source.read_bytes().split(b"\n")
+    assert retry.read_bytes() == lines[1] + b"\n" + lines[3] + b"\n" + lines[6] + b"\n"
+    assert [int.from_bytes(numbers.read_bytes()[i : i + 8], "little") for i in (0, 8, 16)] == [2, 4, 7]
+    assert numbers.stat().st_size == 24
+    assert (stats.retryable, stats.retry_lines, stats.missing, stats.output_lines, stats.error_lines) == (3, 3, 1, 1, 6)
+    assert ids_of(err) == ["req-1", "req-2", "req-3", "req-4", "req-5", "req-6"]
+    assert err.read_bytes().endswith(b'"error": {"code": "rate_limit_exceeded"}}\n')  # the missing newline added
+    assert stats.error_codes == {
+        "server_error": 1, "invalid_request_error": 1, "batch_expired": 1, "missing_result": 1,
+        "batch_cancelled": 1, "rate_limit_exceeded": 1,
+    }  # fmt: skip
+
+
+def test_nothing_to_run_again_writes_no_retry_input(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(2)])
+    plan = plan_for(source, tmp_path / "work")
+    results = write_lines(tmp_path / "r_error.jsonl", [failure("req-0")])
+    retry = tmp_path / "retry.jsonl"
+    with source.open("rb") as stream, retry.open("wb") as r:
+        stats = merge_results(
+            stream, [ResultFile(results, ok=False)], io.BytesIO(), io.BytesIO(), plan=plan, workdir=tmp_path, retry=r
+        )
+    assert (stats.retryable, stats.retry_lines, stats.missing) == (0, 0, 1)
+    assert retry.read_bytes() == b""
+
+
+def test_blank_lines_and_lines_without_an_id_in_result_files_are_skipped(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(3)])
+    plan = plan_for(source, tmp_path / "work")
+    results = tmp_path / "r_output.jsonl"
+    results.write_bytes(raw(answer("req-0")) + b"\n" + b"garbage\n" + b'{"no": "id"}\n' + raw(answer("req-2")))
+    stats, out, err = merge(source, plan, [ResultFile(results, ok=True)], tmp_path)
+    assert ids_of(out) == ["req-0", "req-2"] and ids_of(err) == ["req-1"]
+    assert (stats.unexpected, stats.missing, stats.retryable, stats.retry_lines) == (2, 1, 0, 0)
+
+
+def test_a_changed_input_is_named_with_both_hashes(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(3)])
+    plan = plan_for(source, tmp_path / "work", max_bytes=1000)
+    variants = [[request(i) for i in range(n)] for n in (1, 2, 4, 5, 6)] + [[request(0), request(1, pad=2000)]]
+    hashes = []
+    for i, lines in enumerate(variants):  # one line over-long for the plan's limits in the last
+        write_lines(source, lines)
+        new = hashlib.sha256(source.read_bytes()).hexdigest()
+        (tmp_path / f"m{i}").mkdir()
+        with pytest.raises(InputChangedError) as info:
+            merge(source, plan, [], tmp_path / f"m{i}")
+        hashes.append(new)
+        if len(json.dumps(lines[-1])) < 1000:
+            assert str(info.value) == (
+                f"{source} changed since it was split into batches (SHA-256 {new[:12]}..., was {plan.sha256[:12]}...): "
+                "its lines cannot be matched with the results. Keep a job's input unchanged until the job ends."
+            )
+    assert min(hashes) < plan.sha256 < max(hashes)  # changed inputs that sort before and after the original
+
+
+def test_result_files_are_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ResultFile(Path("x"), ok=True).ok = False  # type: ignore[misc]

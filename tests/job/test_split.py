@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import io
 import json
+import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -159,3 +163,146 @@ def test_bounded_lines_never_hold_an_over_long_line() -> None:
     data = b"ab\n" + b"x" * 10 + b"\n" + b"y" * 3_000_000 + b"\ncd"
     assert list(iter_bounded_lines(io.BytesIO(data), 5)) == [b"ab\n", 11, 3_000_001, b"cd"]
     assert list(iter_bounded_lines(io.BytesIO(b"z" * 9), 5)) == [9]
+
+
+def split_problems(source: Path, workdir: Path, **kwargs: object) -> BatchInputError:
+    workdir.mkdir(exist_ok=True)
+    with source.open("rb") as stream, pytest.raises(BatchInputError) as info:
+        split_input(stream, workdir, endpoint=CHAT, limits=ShardLimits(), source=str(source), **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+class Trickle(io.BytesIO):
+    """A stream that hands out at most ``step`` bytes a read, as a network stream may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        super().__init__(data)
+        self.step = step
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.step if size is None or size < 0 else min(size, self.step))
+
+
+def expected_lines(data: bytes, max_line: int) -> list[bytes | int]:
+    pieces = data.split(b"\n")
+    lines = [piece + b"\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    return [line if len(line) <= max_line else len(line) for line in lines]
+
+
+def test_bounded_lines_across_read_boundaries() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        data = b"".join(rng.choice([b"\n", b"a", b"bb", b"cccc\n", b"\n\n"]) for _ in range(rng.randrange(0, 12)))
+        step, max_line = rng.randrange(1, 8), rng.randrange(1, 7)
+        assert list(iter_bounded_lines(Trickle(data, step), max_line)) == expected_lines(data, max_line), (data, step)
+
+
+@pytest.mark.parametrize("step", [1, 4, 1024])
+def test_a_line_of_exactly_the_limit_is_kept(step: int) -> None:
+    # The newline counts; a last line without one may be the limit long too.
+    assert list(iter_bounded_lines(Trickle(b"abcd\nabcde\nabcde", step), 5)) == [b"abcd\n", 6, b"abcde"]
+    assert list(iter_bounded_lines(Trickle(b"abcdef", step), 5)) == [6]
+
+
+def test_text_streams_are_read_as_utf8_bytes() -> None:
+    assert list(iter_bounded_lines(io.StringIO("é\n\udcff\n"), 10)) == ["é\n".encode(), b"\xff\n"]
+
+
+def test_non_chat_requests_count_no_embedding_inputs(tmp_path: Path) -> None:
+    chat = split(write_lines(tmp_path / "chat.jsonl", [request(i) for i in range(3)]), tmp_path / "w1")
+    responses = [
+        {"custom_id": f"r-{i}", "method": "POST", "url": "/v1/responses", "body": {"model": "m", "input": ["a", "b"]}}
+        for i in range(3)
+    ]
+    other = split(write_lines(tmp_path / "resp.jsonl", responses), tmp_path / "w2", endpoint="/v1/responses")
+    assert [s.embedding_inputs for s in chat.plan.shards + other.plan.shards] == [0, 0]
+
+
+def test_shards_fill_up_to_exactly_their_limits(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(10, 16)])  # lines of equal length
+    size = len(source.read_bytes()) // 6
+    by_bytes = split(source, tmp_path / "w1", max_bytes=2 * size)
+    assert [s.requests for s in by_bytes.plan.shards] == [2, 2, 2]
+    lines = [
+        {"custom_id": f"e-{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": ["a", "b"]}}
+        for i in range(5)
+    ]
+    embeddings = write_lines(tmp_path / "emb.jsonl", lines)
+    by_inputs = split(embeddings, tmp_path / "w2", endpoint="/v1/embeddings", max_embedding_inputs=4)
+    assert [s.embedding_inputs for s in by_inputs.plan.shards] == [4, 4, 2]
+    # One request may hold as many inputs as one shard.
+    alone = split(
+        write_lines(tmp_path / "one.jsonl", lines[:1]), tmp_path / "w3", "/v1/embeddings", max_embedding_inputs=2
+    )
+    assert [s.embedding_inputs for s in alone.plan.shards] == [2]
+
+
+def test_at_most_32_shards_are_open_and_the_least_recently_used_is_closed(tmp_path: Path) -> None:
+    models = [f"m{i}" for i in range(33)] + ["m1", "m0"]
+    source = write_lines(tmp_path / "in.jsonl", [request(i, model=m) for i, m in enumerate(models)])
+    result = split(source, tmp_path / "work")
+    # m0 was closed to open m32, so its second request starts shard 33; m1 was still open.
+    assert [(s.model, s.requests) for s in result.plan.shards][:2] == [("m0", 1), ("m1", 2)]
+    assert [(s.index, s.model, s.first_line) for s in result.plan.shards][-1] == (33, "m0", 35)
+    assert len(result.plan.shards) == 34
+
+
+def test_a_line_too_large_alone_is_the_only_problem(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(0, pad=5000)])
+    with source.open("rb") as stream, pytest.raises(BatchInputError) as info:
+        (tmp_path / "w").mkdir()
+        split_input(stream, tmp_path / "w", endpoint=CHAT, limits=ShardLimits(max_bytes=1000), source="in")
+    assert [(p.line, p.code, p.message) for p in info.value.problems] == [
+        (1, "request_too_large", "the line is over 1,000 bytes, more than one batch file may hold")
+    ]
+
+
+def test_ids_that_are_not_strings_are_not_indexed_as_duplicates(tmp_path: Path) -> None:
+    lines = [{**request(0), "custom_id": 5}, {**request(1), "custom_id": 5}]
+    error = split_problems(write_lines(tmp_path / "in.jsonl", lines), tmp_path / "work")
+    assert [(p.line, p.code) for p in error.problems] == [(1, "missing_custom_id"), (2, "missing_custom_id")]
+
+
+@pytest.mark.parametrize(("length", "shown"), [(60, "'" + "d" * 60 + "'"), (61, "'" + "d" * 57 + "...'")])
+def test_long_duplicate_ids_are_cut_in_the_message(tmp_path: Path, length: int, shown: str) -> None:
+    lines = [request(0), request(1), request(2)]
+    lines[0]["custom_id"] = lines[2]["custom_id"] = "d" * length
+    error = split_problems(write_lines(tmp_path / "in.jsonl", lines), tmp_path / "work")
+    assert [(p.line, p.message) for p in error.problems] == [(3, f"duplicate custom_id {shown} (first seen on line 1)")]
+
+
+def test_problems_are_sorted_with_file_problems_first(tmp_path: Path) -> None:
+    blank = tmp_path / "blank.jsonl"
+    blank.write_bytes(b"\n\n")
+    error = split_problems(blank, tmp_path / "w1")
+    assert [(p.line, p.code) for p in error.problems] == [(None, "empty_file"), (1, "empty_line"), (2, "empty_line")]
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(request(0)) + "\n" + json.dumps(request(0)) + "\n{broken\n")
+    later = split_problems(source, tmp_path / "w2")
+    assert [(p.line, p.code) for p in later.problems] == [(2, "duplicate_custom_id"), (3, "invalid_json")]
+
+
+def test_problems_stop_at_100_by_default_or_at_max_problems(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"{broken\n" * 101)
+    error = split_problems(source, tmp_path / "w1")
+    assert (len(error.problems), error.truncated) == (100, True)
+    few = split_problems(source, tmp_path / "w2", max_problems=2)
+    assert ([p.line for p in few.problems], few.truncated) == ([1, 2], True)
+
+
+def test_a_failed_split_closes_its_shard_files(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    lines = [request(i, model=f"m{i % 3}") for i in range(9)] + [{**request(9), "url": "/v1/embeddings"}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # an unclosed file warns when it is collected
+        split_problems(write_lines(tmp_path / "in.jsonl", lines), work)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert not list(work.glob("shard-*"))
+
+
+def test_the_split_is_immutable(tmp_path: Path) -> None:
+    result = split(write_lines(tmp_path / "in.jsonl", [request(0)]), tmp_path / "work")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.paths = ()  # type: ignore[misc]

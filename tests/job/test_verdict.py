@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -13,7 +14,7 @@ from airflow_provider_openai_batch.job.merge import MergeStats
 from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.job.verdict import describe_job_progress, judge_job
 from airflow_provider_openai_batch.models import Batch
-from airflow_provider_openai_batch.outcome import Verdict
+from airflow_provider_openai_batch.outcome import Verdict, judge_batch
 
 
 def batch(i: int, status: str, completed: int = 10, failed: int = 0, total: int = 10, **extra: Any) -> Batch:
@@ -106,3 +107,93 @@ def test_manifest_is_small_json_with_every_shard() -> None:
     assert manifest["totals"]["completed"] == 18 and manifest["totals"]["failed"] == 2
     assert manifest["usage"]["total_tokens"] == 24 and manifest["errors_by_code"] == {"x": 2}
     assert JobPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_the_outcome_is_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        judge(batch(0, "completed")).reason = "partial"  # type: ignore[misc]
+
+
+def test_every_failed_shard_is_named_and_the_running_ones_counted() -> None:
+    errors = {"object": "list", "data": [{"code": "invalid_json_line", "message": "bad", "line": 3}]}
+    shards = (
+        batch(0, "failed", completed=0, total=0, errors=errors),
+        batch(1, "in_progress"),
+        batch(2, "completed"),
+        batch(3, "failed", completed=0, total=0, errors=errors),
+        batch(4, "validating"),
+    )
+    outcome = judge(*shards)
+    first = f"shard 0 (batch batch_0, input lines 1-10): {judge_batch(shards[0]).message}"
+    fourth = f"shard 3 (batch batch_3, input lines 31-40): {judge_batch(shards[3]).message}"
+    assert outcome.message == (
+        f"2 shard batch(es) failed:\n{first}\n{fourth} The other 2 shard batch(es) still running were left "
+        "running; a retry or a clear reuses them and creates only the shards that failed."
+    )
+    alone = judge(shards[0], batch(1, "completed"))
+    assert alone.message == "1 shard batch(es) failed:\nshard 0 (batch batch_0, input lines 1-10): " + (
+        judge_batch(shards[0]).message
+    )
+
+
+def test_waiting_counts_the_finished_shards() -> None:
+    outcome = judge(batch(0, "completed"), batch(1, "in_progress"), batch(2, "expired"))
+    assert (outcome.verdict, outcome.reason, outcome.message) == (Verdict.WAIT, "running", "2/3 shard batches finished")
+
+
+def test_short_shards_are_listed_and_the_first_names_the_reason() -> None:
+    outcome = judge(
+        batch(0, "cancelled", completed=4, failed=0), batch(1, "completed"), batch(2, "expired", completed=1)
+    )
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, "cancelled")
+    assert outcome.message == (
+        "2 shard batch(es) ended before finishing:\n"
+        "shard 0 (batch batch_0, input lines 1-10): cancelled, 4 completed of 10\n"
+        "shard 2 (batch batch_2, input lines 21-30): expired, 1 completed of 10\n"
+        "Set allow_partial=True to accept partial results."
+    )
+
+
+@pytest.mark.parametrize(
+    ("unfinished", "allow_partial", "reason"),
+    [
+        # Every line of the short shard ran again in a resubmission: nothing is partial any more.
+        (0, False, "completed"),
+        (0, True, "completed"),
+        (1, False, "expired"),
+        (1, True, "partial"),
+        (None, False, "expired"),
+        (None, True, "partial"),
+    ],
+)
+def test_a_short_shard_whose_lines_all_ran_again_is_no_failure(
+    unfinished: int | None, allow_partial: bool, reason: str
+) -> None:
+    outcome = judge(
+        batch(0, "completed"),
+        batch(1, "expired", completed=4),
+        answered=14 if unfinished is None else 20 - unfinished,
+        allow_partial=allow_partial,
+        unfinished=unfinished,
+    )
+    assert outcome.reason == reason
+
+
+def test_a_partial_job_without_any_answer_has_no_output() -> None:
+    outcome = judge(batch(0, "expired", completed=0, failed=0), allow_partial=True)
+    assert (outcome.verdict, outcome.reason) == (Verdict.FAIL, "no_output")
+    assert outcome.message == (
+        "The job has no answered request: 0 answered, 10 failed or unanswered of 10 requests in 1 batch(es); "
+        "see the error file."
+    )
+
+
+def test_progress_counts_the_batches_when_the_total_is_unknown() -> None:
+    batches = [batch(0, "completed", completed=6, failed=2, total=8), batch(1, "completed", completed=1, total=4)]
+    assert describe_job_progress(batches) == (
+        "Job: 2/2 shard batches finished (2 completed); 7 completed / 2 failed of 12 requests (75.0%)"
+    )
+    assert (
+        describe_job_progress([], 0)
+        == "Job: 0/0 shard batches finished (); 0 completed / 0 failed of 0 requests (0.0%)"
+    )
