@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import os
 import random
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from airflow_provider_openai_batch.job.merge import (
     RETRYABLE_CODES,
     InputChangedError,
     MergeStats,
+    Overdue,
     ResultFile,
     classify_error,
     merge_results,
@@ -276,3 +279,77 @@ def test_a_changed_input_is_named_with_both_hashes(tmp_path: Path) -> None:
 def test_result_files_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         ResultFile(Path("x"), ok=True).ok = False  # type: ignore[misc]
+
+
+def test_retryable_lines_are_counted_without_a_retry_input_and_copied_whole_with_one(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(0), request(1)])
+    plan = plan_for(source, tmp_path / "work")
+    results = write_lines(tmp_path / "r_error.jsonl", [error_line("req-0", "timeout"), failure("req-1")])
+    stats, _, _ = merge(source, plan, [ResultFile(results, ok=False)], tmp_path)
+    assert (stats.retryable, stats.retry_lines) == (1, 0)
+    (tmp_path / "again").mkdir()
+    retry = io.BytesIO()
+    with source.open("rb") as stream:
+        merge_results(
+            stream, [ResultFile(results, ok=False)], io.BytesIO(), io.BytesIO(), plan=plan, workdir=tmp_path / "again",
+            retry=retry,
+        )  # fmt: skip
+    assert retry.getvalue() == source.read_bytes().splitlines(keepends=True)[0]  # the input read again from its start
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files in Linux /proc")
+def test_the_merge_closes_the_result_files(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(0)])
+    plan = plan_for(source, tmp_path / "work")
+    results = write_lines(tmp_path / "r_output.jsonl", [answer("req-0")])
+    merge(source, plan, [ResultFile(results, ok=True)], tmp_path)
+    open_files = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is closed by now
+            open_files.add(os.readlink(f"/proc/self/fd/{fd}"))
+    assert str(results) not in open_files
+
+
+def test_overdue_ranges_that_overlap_or_nest_are_merged() -> None:
+    def covered(ranges: list[tuple[int, int]]) -> list[int]:
+        lines = Overdue(ranges, "m")
+        return [n for n in range(15) if lines.covers(n)]
+
+    assert covered([(1, 2), (5, 10), (6, 7)]) == [1, 2, *range(5, 11)]  # nested in the last range
+    assert covered([(1, 2), (5, 10), (6, 12)]) == [1, 2, *range(5, 13)]  # overlapping it
+    assert covered([(1, 3), (5, 6)]) == [1, 2, 3, 5, 6]  # a one-line gap stays a gap
+
+
+def test_only_cancelled_lines_of_a_batch_the_deadline_cancelled_become_deadline_exceeded(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(4)])
+    plan = plan_for(source, tmp_path / "work")
+    cut = write_lines(
+        tmp_path / "cut_error.jsonl",
+        [
+            error_line("req-0", "batch_cancelled"),
+            error_line("req-1", "authentication_error"),  # failed before the deadline cancelled the batch
+            failure("req-2"),
+        ],
+    )
+    other = write_lines(tmp_path / "other_error.jsonl", [failure("req-3")])  # in the deadline's lines, not cut
+    out, err = io.BytesIO(), io.BytesIO()
+    with source.open("rb") as stream:
+        merge_results(
+            stream,
+            [ResultFile(cut, ok=False, overdue=True), ResultFile(other, ok=False)],
+            out,
+            err,
+            plan=plan,
+            workdir=tmp_path,
+            overdue=Overdue([(1, 4)], "cut"),
+        )
+    codes = [
+        (line["custom_id"], classify_error(json.dumps(line).encode())[0])
+        for line in map(json.loads, err.getvalue().splitlines())
+    ]
+    assert codes == [
+        ("req-0", "deadline_exceeded"),
+        ("req-1", "authentication_error"),
+        ("req-2", "invalid_request_error"),
+        ("req-3", "invalid_request_error"),
+    ]

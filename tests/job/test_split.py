@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import random
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -280,6 +281,7 @@ def test_problems_are_sorted_with_file_problems_first(tmp_path: Path) -> None:
     source.write_text(json.dumps(request(0)) + "\n" + json.dumps(request(0)) + "\n{broken\n")
     later = split_problems(source, tmp_path / "w2")
     assert [(p.line, p.code) for p in later.problems] == [(2, "duplicate_custom_id"), (3, "invalid_json")]
+    assert later.problems[0].message == "duplicate custom_id 'req-0' (first seen on line 1)"
 
 
 def test_problems_stop_at_100_by_default_or_at_max_problems(tmp_path: Path) -> None:
@@ -306,3 +308,26 @@ def test_the_split_is_immutable(tmp_path: Path) -> None:
     result = split(write_lines(tmp_path / "in.jsonl", [request(0)]), tmp_path / "work")
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.paths = ()  # type: ignore[misc]
+
+
+class Endless:
+    """A stream of one line that never ends, made up as it is read (nothing of it exists beforehand)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, size: int) -> bytes:
+        step = min(size, self.left)
+        self.left -= step
+        return b"x" * step
+
+
+def test_an_over_long_line_is_never_held() -> None:
+    tracemalloc.start()
+    try:
+        lines = list(iter_bounded_lines(Endless(32 * 1024 * 1024), 1000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert lines == [32 * 1024 * 1024]
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"  # a few read chunks, not the line

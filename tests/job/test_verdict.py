@@ -12,7 +12,7 @@ from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.manifest import build_manifest
 from airflow_provider_openai_batch.job.merge import MergeStats
 from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
-from airflow_provider_openai_batch.job.verdict import describe_job_progress, judge_job
+from airflow_provider_openai_batch.job.verdict import describe_job_progress, judge_job, judge_plan
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.outcome import Verdict, judge_batch
 
@@ -196,4 +196,14 @@ def test_progress_counts_the_batches_when_the_total_is_unknown() -> None:
     assert (
         describe_job_progress([], 0)
         == "Job: 0/0 shard batches finished (); 0 completed / 0 failed of 0 requests (0.0%)"
+    )
+
+
+def test_a_plan_is_judged_on_the_shards_whose_batches_were_seen() -> None:
+    shards = (shard(0), shard(1), ShardInfo(2, "m", 21, 30, 10, 1000, 0))  # shard 2 has no batch yet
+    job = JobPlan("in", "0" * 64, 30, 3000, "/v1/chat/completions", ShardLimits(), True, shards)
+    outcome = judge_plan(job, {"batch_0": batch(0, "completed")}, allow_partial=False, max_failed_requests=None)
+    assert (outcome.verdict, outcome.message) == (
+        Verdict.SUCCEED,
+        "Job completed: 10 answered, 20 failed or unanswered of 30 requests in 1 batch(es).",
     )
