@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
-from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, report_cost, task_price_table
+from airflow_provider_openai_batch._compat import default_deferrable
+from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, task_price_table
 from airflow_provider_openai_batch.capacity import EnqueuedLimit
 from airflow_provider_openai_batch.job.deadline import check_on_deadline, parse_deadline
-from airflow_provider_openai_batch.job.merge import DEADLINE_EXCEEDED as DEADLINE
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
 from airflow_provider_openai_batch.waiting import as_seconds
-from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
+from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_MANIFEST
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.job.limits import ShardLimits
     from airflow_provider_openai_batch.job.plan import JobPlan
     from airflow_provider_openai_batch.job.split import SplitInput
-    from airflow_provider_openai_batch.job.verdict import JobOutcome
     from airflow_provider_openai_batch.models import Batch
     from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
     from airflow_provider_openai_batch.pricing import PriceTable
@@ -333,21 +331,6 @@ class OpenAIBatchJobOperator(BaseOperator):
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def _judge(
-        self, plan: JobPlan, batches: Mapping[str, Batch], answered: int | None = None, unfinished: int | None = None
-    ) -> JobOutcome:
-        from airflow_provider_openai_batch.job.verdict import judge_plan
-
-        failed = self.max_failed_requests
-        return judge_plan(
-            plan,
-            batches,
-            answered=answered,
-            unfinished=unfinished,
-            allow_partial=self.allow_partial,
-            max_failed_requests=failed,
-        )
-
     def _between(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
         """What is due before (and between) waits: at a passed deadline its cancels, else admission."""
         from airflow_provider_openai_batch.job.deadline import deadline_step
@@ -395,8 +378,9 @@ class OpenAIBatchJobOperator(BaseOperator):
     def _done_waiting(self, plan: JobPlan, batches: Mapping[str, Batch]) -> bool:
         """Nothing left to wait for: a shard failed, or every shard has a batch and none runs."""
         from airflow_provider_openai_batch.job.admission import pending
+        from airflow_provider_openai_batch.operators._job_finish import judge
 
-        outcome = self._judge(plan, batches)
+        outcome = judge(self, plan, batches)
         return outcome.reason == "shard_failed" or (not pending(plan) and outcome.verdict is not Verdict.WAIT)
 
     def _poll(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
@@ -428,54 +412,10 @@ class OpenAIBatchJobOperator(BaseOperator):
     # -- merging and judging -------------------------------------------------------------------
 
     def _finish(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
-        from airflow_provider_openai_batch.job.deadline import past_deadline
-        from airflow_provider_openai_batch.job.manifest import build_manifest
+        """Merge (or resubmit), judge, report: see :mod:`._job_finish`."""
+        from airflow_provider_openai_batch.operators._job_finish import finish_job
 
-        ti = context["ti"]
-        shard_batches = [(shard, batches.get(shard.batch_id or "")) for shard in plan.shards]
-        usages = [(batch.model or shard.model, batch.usage) for shard, batch in shard_batches if batch is not None]
-        ti.xcom_push(key=XCOM_COST, value=report_cost(self, usages, self.price_table))
-        first = self._judge(plan, batches)
-        capacity = {"enqueued_limits": self.enqueued_limits.to_dict() if self.enqueued_limits.is_set else None}
-        if first.reason == "shard_failed":  # nothing to merge while the other shards may still run
-            manifest = build_manifest(
-                plan, batches, output=None, error=None, stats=None, verdict="fail", reason=first.reason, **capacity
-            )
-            ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
-            raise AirflowFailException(first.message)
-        with tempfile.TemporaryDirectory(prefix="openai-batch-resubmit-") as work:
-            again = plan.rounds < self.max_resubmits and not past_deadline(plan, now=time.time(), log=self.log)
-            merged = self._merge(plan, batches, retry_dir=Path(work) if again else None)
-            if again and merged.stats.retry_lines:
-                return self._resubmit(context, plan, batches, merged, Path(work))
-        output, error, stats = merged.output, merged.error, merged.stats
-        unfinished = sum(stats.error_codes.get(code, 0) for code in ("batch_expired", "batch_cancelled", DEADLINE))
-        outcome = self._judge(plan, batches, answered=stats.output_lines, unfinished=unfinished)
-        verdict = "fail" if outcome.verdict is Verdict.FAIL else "succeed"
-        manifest = build_manifest(
-            plan, batches, output=output, error=error, stats=stats, verdict=verdict, reason=outcome.reason, **capacity
-        )
-        ti.xcom_push(key=XCOM_MANIFEST, value=manifest)
-        files = f" Merged output: {output['path']}" + (f"; errors: {error['path']}" if error else "")
-        if outcome.verdict is Verdict.FAIL:
-            raise AirflowFailException(outcome.message + files)
-        self.log.info("%s%s", outcome.message, files)
-        return manifest
-
-    def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], retry_dir: Path | None = None) -> MergedJob:
-        from airflow_provider_openai_batch.job.deadline import overdue
-        from airflow_provider_openai_batch.operators._job_merge import merge_job
-
-        return merge_job(
-            plan,
-            batches,
-            hook=self.hook,
-            input_file=self.input_file,
-            destination=self.destination,
-            log=self.log,
-            retry_dir=retry_dir,
-            overdue=overdue(plan),
-        )
+        return finish_job(self, context, plan, batches, resubmit=self._resubmit)
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""
