@@ -114,3 +114,49 @@ def test_a_resubmission_round_counts_against_the_budget_like_the_input_shards() 
     limits = EnqueuedLimits(requests=EnqueuedLimit(8))
 
     assert [s.index for s in admit(job, seen, limits=limits, now=0)] == [2]  # 4 running + 3 fits, + 3 more not
+
+
+def test_the_back_off_starts_at_the_poll_interval_and_never_at_zero() -> None:
+    assert [capacity_backoff(5, n) for n in (0, 1, 2, 4)] == [5.0, 5.0, 10.0, 40.0]
+    assert capacity_backoff(0, 1) == 0.001  # a zero poll interval still backs off
+
+
+def test_a_shard_is_put_back_at_most_8_times() -> None:
+    failed = {"b0": batch("b0", "failed", "token_limit_exceeded")}
+    assert MAX_CAPACITY_RETRIES == 8
+    for retries, requeued in ((1, True), (7, True), (8, False)):
+        job = plan(shard(0, 10, batch_id="b0", capacity_retries=retries, reused=True))
+        again, count = requeue_capacity_failures(job, failed, now=0, poll_interval=5)
+        assert count == int(requeued)
+        if requeued:
+            # A fresh batch is made for it (not reused), and the retry is counted.
+            assert (again.shards[0].capacity_retries, again.shards[0].reused) == (retries + 1, False)
+
+
+def test_budgets_are_exact_and_count_every_running_batch_of_the_model() -> None:
+    running = {"b0": batch("b0", "in_progress"), "b1": batch("b1", "validating")}
+
+    def admitted(size: int, limits: EnqueuedLimits, requests: int = 1) -> list[int]:
+        job = plan(
+            shard(0, 40, batch_id="b0", requests=4),
+            shard(1, 30, batch_id="b1", requests=3),
+            shard(2, size, requests=requests),
+        )
+        return [s.index for s in admit(job, running, limits=limits, now=0)]
+
+    assert admitted(30, tokens(100)) == [2]  # 40 + 30 running, + 30 is exactly the budget
+    assert admitted(31, tokens(100)) == []
+    assert admitted(35, tokens(105)) == [2]
+    by_requests = EnqueuedLimits(requests=EnqueuedLimit(10))
+    assert admitted(1, by_requests, requests=3) == [2]
+    assert admitted(1, by_requests, requests=4) == []
+
+
+def test_a_model_held_back_does_not_hold_back_the_next_model() -> None:
+    job = plan(shard(0, 10, batch_id="b0"), shard(1, 95), shard(2, 5), shard(3, 5, model="n"))
+    assert [s.index for s in admit(job, {"b0": batch("b0", "in_progress")}, limits=tokens(100), now=0)] == [3]
+
+
+def test_a_shard_is_due_from_its_not_before_on() -> None:
+    waiting = plan(shard(0, 10, not_before=50.0))
+    assert [s.index for s in admit(waiting, {}, limits=tokens(100), now=51)] == [0]
