@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openai_batch._compat import AirflowFailException
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.job.deadline import DeadlineStep
     from airflow_provider_openai_batch.job.plan import JobDeadline, JobPlan
     from airflow_provider_openai_batch.models import Batch
+    from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
 
-__all__ = ["meet_deadline", "refuse_past", "resolve_job_deadline"]
+__all__ = ["cancel_earlier_shards", "meet_deadline", "refuse_past", "resolve_job_deadline"]
 
 
 def resolve_job_deadline(
@@ -28,8 +29,10 @@ def resolve_job_deadline(
     """The rendered ``deadline`` resolved to a moment (a duration counts from the DAG run's start), or ``None``.
 
     :raises ValueError: for a value that is no deadline (named), before anything is uploaded.
-    :raises AirflowFailException: when it has passed already (not for a dry run).
+    :raises AirflowFailException: when it has passed already on the task's first try (not for a dry run); a
+        later try first looks for the batches an earlier one made (:func:`refuse_past` after the split).
     """
+    from airflow_provider_openai_batch.idempotency import look_back
     from airflow_provider_openai_batch.job.deadline import deadline_anchor, describe_deadline, resolve_deadline
     from airflow_provider_openai_batch.job.plan import JobDeadline
 
@@ -38,20 +41,53 @@ def resolve_job_deadline(
         return None
     deadline = JobDeadline(at=at, on_deadline=on_deadline)
     log.info("Deadline: %s (on_deadline=%r)", describe_deadline(at), on_deadline)
-    refuse_past(deadline, dry_run=dry_run)
+    if not look_back(context).needed:
+        refuse_past(deadline, dry_run=dry_run)
     return deadline
 
 
-def refuse_past(deadline: JobDeadline, *, dry_run: bool = False) -> None:
-    """Fail, before anything is uploaded, when the deadline has passed already."""
+def refuse_past(
+    deadline: JobDeadline, *, dry_run: bool = False, earlier: Callable[[], Sequence[str]] | None = None
+) -> None:
+    """Fail, before anything is uploaded, when the deadline has passed already.
+
+    :param earlier: cancels the input's shard batches an earlier try of the task left running, and returns
+        their ids (called only when the deadline has passed).
+    """
     from airflow_provider_openai_batch.job.deadline import describe_deadline
 
     now = time.time()
-    if now >= deadline.at and not dry_run:
-        raise AirflowFailException(
-            f"The job's deadline {describe_deadline(deadline.at)} passed {now - deadline.at:.0f}s before it could "
-            "submit anything: nothing was uploaded and no batch was created."
-        )
+    if now < deadline.at or dry_run:
+        return
+    cancelled = earlier() if earlier is not None else ()
+    left = (
+        f" It cancelled {len(cancelled)} batch(es) an earlier try left running: {', '.join(cancelled)}."
+        if cancelled
+        else ""
+    )
+    raise AirflowFailException(
+        f"The job's deadline {describe_deadline(deadline.at)} passed {now - deadline.at:.0f}s before it could "
+        f"submit anything: nothing was uploaded and no batch was created.{left}"
+    )
+
+
+def cancel_earlier_shards(
+    submitter: ShardSubmitter, keys: Sequence[str], *, hook: OpenAIBatchHook, log: logging.Logger | Any
+) -> list[str]:
+    """Cancel the running shard batches an earlier try made for these keys (found by their tags, as a retry
+    finds them to reuse them); returns their ids. A resubmission round's batches are not found this way."""
+    cancelled = []
+    for batch in submitter.existing(keys).values():
+        if batch.status.is_terminal:
+            continue
+        try:
+            hook.cancel_batch(batch.id)
+        except Exception as exc:
+            log.warning("Deadline: cancelling batch %s an earlier try left running failed: %s", batch.id, exc)
+            continue
+        log.warning("Deadline passed: cancelled batch %s, which an earlier try left %s", batch.id, batch.status.value)
+        cancelled.append(batch.id)
+    return cancelled
 
 
 def meet_deadline(

@@ -112,7 +112,7 @@ class ShardSubmitter:
         :param keys: each shard's idempotency key.
         :param stem: the uploaded files' names start with it.
         """
-        existing = self._existing(keys)
+        existing = self.existing(keys)
         shards: list[ShardInfo] = []
         batches: dict[str, Batch] = {}
         for shard, path, key in zip(split.plan.shards, split.paths, keys, strict=True):
@@ -147,7 +147,7 @@ class ShardSubmitter:
         """
         from dataclasses import replace
 
-        existing = self._existing(keys)
+        existing = self.existing(keys)
         shards: list[ShardInfo] = []
         for shard, path, key in zip(split.plan.shards, split.paths, keys, strict=True):
             batch = existing.get(key)
@@ -171,7 +171,7 @@ class ShardSubmitter:
         self, shards: Sequence[ShardInfo], keys: Sequence[str]
     ) -> tuple[list[ShardInfo], dict[str, Batch]]:
         """The batch of each shard whose file is uploaded (``input_file_id``): found again, else created from it."""
-        existing = self._existing(keys)
+        existing = self.existing(keys)
         done: list[ShardInfo] = []
         batches: dict[str, Batch] = {}
         for shard, key in zip(shards, keys, strict=True):
@@ -190,7 +190,7 @@ class ShardSubmitter:
             batches[batch.id] = batch
         return done, batches
 
-    def _existing(self, keys: Sequence[str]) -> dict[str, Batch]:
+    def existing(self, keys: Sequence[str]) -> dict[str, Batch]:
         from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
         from airflow_provider_openai_batch.job.reuse import reusable_batches
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,8 +249,9 @@ class OpenAIBatchJobOperator(BaseOperator):
         source = InputFile(self.input_file)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
             split = split_job(source, work, endpoint=self.endpoint, limits=limits, log=self.log)
-            if deadline is not None:  # checked again: splitting a large input takes a while
-                refuse_past(deadline, dry_run=self.dry_run_only)
+            if deadline is not None:  # checked again (a split takes a while); a retry's earlier batches cancelled
+                earlier = partial(self._cancel_earlier, context, split.plan)
+                refuse_past(deadline, dry_run=self.dry_run_only, earlier=earlier)
                 split = replace(split, plan=replace(split.plan, deadline=deadline))
             plan = split.plan
             if split.estimator is not None:
@@ -262,6 +263,17 @@ class OpenAIBatchJobOperator(BaseOperator):
             plan, batches = self._submit(context, split, source.name)
         context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return self._wait(context, plan, batches)
+
+    def _cancel_earlier(self, context: Context, plan: JobPlan) -> list[str]:
+        """Past the deadline, before anything is submitted: cancel the shard batches earlier tries left running."""
+        from airflow_provider_openai_batch.idempotency import look_back
+        from airflow_provider_openai_batch.operators._job_deadline import cancel_earlier_shards
+        from airflow_provider_openai_batch.operators._job_submit import shard_keys
+
+        if not look_back(context).needed:  # the first try: nothing to find
+            return []
+        keys = shard_keys(context, plan)
+        return cancel_earlier_shards(self._submitter(context), keys, hook=self.hook, log=self.log)
 
     def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
         from airflow_provider_openai_batch.operators._job_submit import shard_keys

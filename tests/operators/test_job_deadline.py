@@ -38,6 +38,11 @@ def deadline_in(seconds: float) -> datetime:
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
+def deferred_stalled(deadline: Any, **more: Any) -> dict[str, Any]:
+    """The arguments of a deferrable job of stalled shards, with this deadline."""
+    return {"max_requests_per_batch": PER_SHARD, "metadata": STALL, "deferrable": True, "deadline": deadline, **more}
+
+
 def error_codes(path: str | Path) -> list[str]:
     return [json.loads(line)["error"]["code"] for line in Path(path).read_text().splitlines()]
 
@@ -92,8 +97,7 @@ def test_deferred_job_wakes_at_its_deadline_cancels_waits_through_cancelling_and
 ) -> None:
     write_jsonl(tmp_path / "in.jsonl", LINES)
     deadline = deadline_in(AHEAD)
-    kwargs: dict[str, Any] = {"max_requests_per_batch": PER_SHARD, "metadata": STALL, "deferrable": True}
-    kwargs |= {"deadline": deadline.isoformat(), "on_deadline": "partial"}  # as a template renders it
+    kwargs = deferred_stalled(deadline.isoformat(), on_deadline="partial")  # as a template renders it
     ti = FakeTI()
 
     with pytest.raises(TaskDeferred) as first:
@@ -230,3 +234,26 @@ def test_shards_waiting_for_capacity_at_the_deadline_are_given_up(openai_conn: E
     assert len(ids_of(manifest["output"]["path"])) == 6
     assert error_codes(manifest["error"]["path"]) == ["deadline_exceeded"] * 14
     assert manifest["deadline"]["lines"] == 14 and manifest["reason"] == "deadline"
+
+
+def test_a_retry_past_the_deadline_cancels_the_shard_batches_an_earlier_try_left_running(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", LINES)
+    deadline = deadline_in(AHEAD)
+    kwargs = deferred_stalled(deadline)
+    with pytest.raises(TaskDeferred):  # the first try defers, then is lost (say its trigger gave up for a while)
+        job_op(tmp_path, **kwargs).execute(context(FakeTI()))
+    earlier = list(openai_conn.batches)
+    other = new_batch(4, metadata={"emulator": "hold"})  # not the job's
+    uploads = openai_conn.counters.files_uploaded
+    time.sleep(max(0.0, deadline.timestamp() - time.time()) + 0.05)
+
+    with pytest.raises(AirflowFailException, match="cancelled 2 batch") as info:
+        job_op(tmp_path, **kwargs).execute(context(FakeTI(try_number=2)))
+
+    assert "nothing was uploaded" in str(info.value) and all(b in str(info.value) for b in earlier)
+    assert openai_conn.counters.files_uploaded == uploads and len(openai_conn.batches) == 3
+    for batch_id in earlier:
+        wait_for_status(openai_conn, batch_id, "cancelled")
+    assert openai_conn.get_batch(other.id)["status"] == "in_progress"
