@@ -158,6 +158,9 @@ class BatchPoller:
         while not self.idle:
             await asyncio.sleep(max(0.0, next_round - loop.time()))
             started = loop.time()
+            # The first round learns where the batches are, one page after another; later rounds read the known
+            # pages in parallel, so its length says nothing about theirs and does not bring the next one forward.
+            guides = not first
             due = [batch_id for batch_id, futures in self._waiting.items() if futures]
             if due:
                 if not first:
@@ -171,7 +174,9 @@ class BatchPoller:
                     except Exception as exc:  # never leave a trigger waiting on a round that broke
                         log.exception("A status round for %d batch(es) failed", len(due))
                         await self._fail(due, exc)
-            next_round = next_round_at(started=started, interval=self.interval, now=loop.time())
+            ended = loop.time()
+            next_round = next_round_at(started=started, interval=self.interval, now=ended if guides else started)
+            next_round = max(next_round, ended)
 
     async def _reconnect(self) -> BaseException | None:
         """Look the connection up again (its settings may have changed); the failure, if any."""
