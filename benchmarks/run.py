@@ -833,28 +833,30 @@ def machine() -> dict[str, str]:
 #: this suite's runs; see RESULTS.md).
 NOTES = {
     "lag": (
-        "Two measured causes, neither of them the polling: (1) this machine's load: the wall-clock lag counts "
-        "the time the whole process waited for a core (load average 12-17 on 2 cores during this run, other "
-        "helpers' suites beside it); the loop-thread CPU row shows what the code on the loop held it for. "
-        "(2) CPython's full garbage collections while the triggers and the one-off imports join the heap: "
-        "N=1,000 every 1 s measured by hand beside this run, the loop thread's longest CPU between two ticks "
-        "was 130 ms as is and 28 ms with the start-up heap frozen (`loop_worker --gc-freeze`: `gc.collect(); "
-        "gc.freeze()` before the triggers start), so ~100 ms of it is one full collection of Airflow's "
-        "start-up heap. Steady state is light: one list page parsed per 100 batches, wake-ups in slices of "
-        "100. Next step: freezing the heap after start-up is the triggerer's call (a provider must not change "
-        "process-wide GC settings); rerun on an idle machine to get the fine figure."
+        "Measured causes (rows 'full garbage collections', 'longest full garbage collection', 'loop-thread CPU' "
+        "and 'start-up heap collected first'): (1) one full garbage collection of the fresh process's start-up "
+        "heap (Airflow's modules, then the one-off httpx and hook imports): CPython walks the whole heap each time "
+        "it has grown by a quarter since the last full collection, and a fresh process is near that mark; it is "
+        "the run's longest loop-thread CPU, and with the start-up heap collected before the triggers start the "
+        "worst loop-thread CPU of the same run falls to about a tenth. Any fresh triggerer pays it once, whatever "
+        "its triggers. (2) At 10,000 triggers, their own objects (about 23 each, more than the start-up heap) make "
+        "the heap pass that mark while they join, and the per-round objects (one future and one wake-up per "
+        "trigger) once more every few rounds: each full collection walks the whole heap. (3) The machine's load: "
+        "the wall-clock lag includes the time the process waited for a core (see the load rows). The rest is "
+        "light: one page parsed per loop iteration, triggers woken 25 per iteration. Next step: fewer gc-tracked "
+        "objects per waiting trigger (the wait decision, its policy and error budget as one slotted object); "
+        "freezing the start-up heap (`gc.freeze()`, as Airflow's dag processor does before it forks) is the "
+        "triggerer's call, not a provider's."
     ),
     "requests": (
         "The waited-on batches are spread over more list pages than expected, or the list left some out "
         "(those are asked for one by one)."
     ),
     "fresh": (
-        "Measured: a batch's event comes at most one interval plus one round's duration after it completes (a "
-        "round starts once per interval; the page that reports the batch is read somewhere inside the round). "
-        "A round reads its pages through the connection's 8 TCP connections: 10 pages at 250 ms latency took "
-        "0.5-1.3 s here (N=1,000, load 12-17), 100 pages ~3 s (N=10,000), so the worst event came 1.33 and "
-        "1.05 intervals after completion. Next step: start each round early by the previous round's duration, "
-        "or read a round's pages on more connections."
+        "A batch's event comes at most one interval after it completes when each round reads the batch's page no "
+        "later into the round than the round before: each round starts early by the previous round's length (at "
+        "most a quarter interval). A miss means a round ran slower than the one before it (a loaded machine or "
+        "server), or a round that needed longer than a quarter interval."
     ),
     "keepalive": (
         "The server closed idle connections before the next poll (the hook keeps them open for "
@@ -944,6 +946,10 @@ for poll rates). A figure marked `>` comes from runs cut off at the deadline: th
    after, per trigger, the one-off imports done first. The official trigger calls its synchronous
    `OpenAIHook.get_batch` inside the loop, which blocks it for a whole request each poll; its runs are cut off
    at the deadline by a watchdog thread, the stall in progress counting as lag.
+   For attribution: the loop thread's longest CPU time between two ticks (`time.thread_time()`: what the
+   code on the loop held it for, whatever else the machine ran), every full garbage collection during the run
+   (`gc.callbacks`) with its wall-clock duration, the load average, and one more run per provider with the
+   start-up heap collected (`gc.collect()`) before the triggers start, which leaves what they set off themselves.
 2. **CPU and connections**: one trigger polling back to back (5 ms interval, no latency) for
    {args.single_polls} polls, after a warm-up trigger in the same process (process-wide lazy set-up done):
    process CPU time / polls (the trigger's own connection lookup and client set-up included), and TCP
