@@ -10,12 +10,13 @@ leaves its batches running when the state cannot be told.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from airflow_provider_openai_batch.models import BatchStatus
 from airflow_provider_openai_batch.wait_decision import killed_by_user
 
-__all__ = ["STATE_LOOKUP_TIMEOUT", "cancel_if_killed"]
+__all__ = ["STATE_LOOKUP_TIMEOUT", "cancel_if_killed", "cancel_running"]
 
 #: Seconds ``on_kill`` waits for the task instance's state before it leaves the batches alone.
 STATE_LOOKUP_TIMEOUT = 60.0
@@ -55,6 +56,40 @@ async def _check_then_cancel(trigger: Any, what: str, cancel: Callable[[str], Aw
         )
         return
     await cancel(why)
+
+
+async def cancel_running(hook: Any, batch_ids: Iterable[str], why: str, log: Any) -> None:
+    """Cancel each of ``batch_ids`` that is still running, reading it first; then close ``hook``.
+
+    A batch that ended (or is being cancelled) is left alone: it needs no cancel, and a trigger that moved to
+    another triggerer may only now run ``on_kill`` because the other copy saw that batch end and the task
+    finished with it (its state then reads like a kill).
+
+    :param hook: the trigger's own hook (closed here).
+    :param batch_ids: the batches the killed task was waiting on.
+    :param why: why the task counts as killed, for the log.
+    :param log: the trigger's logger.
+    """
+    try:
+        for batch_id in batch_ids:
+            try:
+                batch = await hook.aretrieve_batch(batch_id)
+                if batch.status.is_terminal or batch.status is BatchStatus.CANCELLING:
+                    log.info(
+                        "Task was killed (%s) but batch %s is %s already: nothing to cancel",
+                        why,
+                        batch_id,
+                        batch.status.value,
+                    )
+                    continue
+                batch = await hook.acancel_batch(batch_id)
+                log.info(
+                    "Task was killed (%s): cancel requested for batch %s, now %s", why, batch_id, batch.status.value
+                )
+            except Exception as exc:
+                log.warning("Task was killed but cancelling batch %s failed: %s", batch_id, exc)
+    finally:
+        await hook.aclose()
 
 
 async def _task_state(trigger: Any) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.outcome import describe_progress
-from airflow_provider_openai_batch.triggers._kill import cancel_if_killed
+from airflow_provider_openai_batch.triggers._kill import cancel_if_killed, cancel_running
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
 
@@ -148,13 +148,4 @@ class OpenAIBatchTrigger(BaseTrigger):
             await cancel_if_killed(self, f"batch {self.batch_id}", self._cancel)
 
     async def _cancel(self, why: str) -> None:
-        hook = self._hook()
-        try:
-            batch = await hook.acancel_batch(self.batch_id)
-            self.log.info(
-                "Task was killed (%s): cancel requested for batch %s, now %s", why, self.batch_id, batch.status.value
-            )
-        except Exception as exc:
-            self.log.warning("Task was killed but cancelling batch %s failed: %s", self.batch_id, exc)
-        finally:
-            await hook.aclose()
+        await cancel_running(self._hook(), [self.batch_id], why, self.log)

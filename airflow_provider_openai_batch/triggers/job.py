@@ -12,7 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_openai_batch.job.verdict import describe_job_progress
 from airflow_provider_openai_batch.models import Batch, BatchStatus
-from airflow_provider_openai_batch.triggers._kill import cancel_if_killed
+from airflow_provider_openai_batch.triggers._kill import cancel_if_killed, cancel_running
 from airflow_provider_openai_batch.triggers._shared import Subscription, subscribe
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, Finished, GiveUp, WaitPolicy
@@ -190,20 +190,5 @@ class OpenAIBatchJobTrigger(BaseTrigger):
             await cancel_if_killed(self, f"the {len(self.batch_ids)} shard batches of a job", self._cancel_unfinished)
 
     async def _cancel_unfinished(self, why: str) -> None:
-        hook = self._hook()
-        try:
-            for batch_id in self.batch_ids:
-                if batch_id in self._finished:
-                    continue
-                try:
-                    batch = await hook.acancel_batch(batch_id)
-                    self.log.info(
-                        "Task was killed (%s): cancel requested for batch %s, now %s",
-                        why,
-                        batch_id,
-                        batch.status.value,
-                    )
-                except Exception as exc:
-                    self.log.warning("Task was killed but cancelling batch %s failed: %s", batch_id, exc)
-        finally:
-            await hook.aclose()
+        unfinished = [batch_id for batch_id in self.batch_ids if batch_id not in self._finished]
+        await cancel_running(self._hook(), unfinished, why, self.log)

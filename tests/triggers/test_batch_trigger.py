@@ -351,14 +351,21 @@ async def test_on_kill_leaves_the_batch_alone_by_default(openai_conn: EmulatorSe
     assert openai_conn.get_batch(batch.id)["status"] == "in_progress"
 
 
-async def test_on_kill_of_a_finished_batch_does_not_raise(
-    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
+@pytest.mark.parametrize("task_state", ["success", "failed"])
+async def test_on_kill_leaves_a_batch_that_ended_alone(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, status: str, task_state: str
 ) -> None:
-    batch = batch_in_status(openai_conn, "completed")
+    # A stale copy of a trigger that moved to another triggerer: the other copy saw the batch end and the task
+    # finished with it, so the state reads like a kill. The batch is read first and never sent a cancel.
+    batch = batch_in_status(openai_conn, status)
     trigger = make_trigger(batch.id, cancel_on_kill=True)
-    task_now(trigger, monkeypatch, "failed")
+    task_now(trigger, monkeypatch, task_state)
+
     await trigger.on_kill()
-    assert openai_conn.get_batch(batch.id)["status"] == "completed"
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
+    assert openai_conn.get_batch(batch.id)["status"] == status
 
 
 async def test_cancelled_run_is_not_swallowed(openai_conn: EmulatorServer) -> None:

@@ -132,6 +132,24 @@ async def test_on_kill_cancels_every_unfinished_shard(
     assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 2
 
 
+async def test_on_kill_of_a_moved_copy_cancels_no_shard_that_ended(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This copy never saw the shards end (another triggerer did, and the task went on): each is read first.
+    done = [new_batch(2).id for _ in range(2)]
+    for batch_id in done:
+        wait_for_status(openai_conn, batch_id, "completed")
+    held = new_batch(2, metadata={"emulator": "hold"}).id
+    trigger = make_trigger([*done, held], cancel_on_kill=True)
+    task_now(trigger, monkeypatch, "failed")
+
+    await trigger.on_kill()
+
+    assert [openai_conn.get_batch(b)["status"] for b in done] == ["completed", "completed"]
+    assert openai_conn.get_batch(held)["status"] in ("cancelling", "cancelled")
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 1
+
+
 async def test_on_kill_does_nothing_without_cancel_on_kill(openai_conn: EmulatorServer) -> None:
     held = new_batch(2, metadata={"emulator": "hold"}).id
     await make_trigger([held]).on_kill()
