@@ -406,7 +406,10 @@ async def test_polls_keep_their_cadence_through_a_slow_server(openai_conn: Emula
         task.cancel()
     gaps = [b - a for a, b in itertools.pairwise(starts)][1:]  # the first round brings none forward
     expected = 0.5 * (1 - MAX_LEAD)  # every poll takes longer than the lead's cap
-    assert expected - 0.06 <= sum(gaps) / len(gaps) <= expected + 0.06, gaps
+    # A busy machine only delays polls, so the floor holds; the ceiling sits halfway between an interval and the
+    # stretched cadence (0.8 s) that this guards against. The lead's exact size is pinned by the schedule's
+    # pure tests (test_poller.py), which no clock can break.
+    assert expected - 0.06 <= sum(gaps) / len(gaps) <= 0.65, gaps
 
 
 async def test_trigger_keeps_its_connection_alive_past_the_poll_interval(openai_conn: EmulatorServer) -> None:
