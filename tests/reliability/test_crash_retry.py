@@ -120,7 +120,7 @@ def test_create_killed_while_waiting_for_the_answer(emu: EmulatorServer, tmp_pat
     process, _ = _start(tmp_path, _create_task(source, wait=False), "first")
     wait_until(lambda: slow.seen >= 1, 30, "the create to reach the server")
     _kill(process)
-    wait_until(lambda: emu.counters.batches_created == 1, 10, "the orphaned create to finish on the server")
+    wait_until(lambda: emu.counters.batches_created == 1, 60, "the orphaned create to finish on the server")
     emu.faults.clear()
 
     out = _run_to_end(tmp_path, _create_task(source, wait=False, try_number=2), "second")
