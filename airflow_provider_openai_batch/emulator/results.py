@@ -125,22 +125,27 @@ def should_fail(body: JSON) -> bool:
     return (isinstance(model, str) and model.endswith("-fail")) or body.get("emulator_fail") is True
 
 
-def server_error(body: JSON, custom_id: str, line: int) -> bool:
-    """``body.emulator_error_rate`` (0..1): the share of such lines answered 500, drawn from the line's id and
-    its line number in the batch's file: the same line sent again at another place (a resubmission) draws
-    again, and the same files always draw the same (tests stay deterministic)."""
+def server_error(body: JSON, custom_id: str, line: int, draw: str = "") -> bool:
+    """``body.emulator_error_rate`` (0..1): the share of such lines answered 500, drawn from the line's id, its
+    line number and the batch's ``draw`` (its input file's SHA-256 and how many batches the emulator created
+    earlier from the same content): a line sent again draws again, as a transient error would, even in a file
+    identical to the last one, while the same sequence of files always draws the same (tests stay
+    deterministic)."""
     rate = body.get("emulator_error_rate")
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
         return False
-    return int(sha(f"500:{line}:{custom_id}")[:8], 16) / 2**32 < rate
+    return int(sha(f"500:{draw}:{line}:{custom_id}")[:8], 16) / 2**32 < rate
 
 
-def compute(endpoint: str, body: JSON, *, created: int, batch_id: str, custom_id: str, line: int = 0) -> LineResult:
-    """The deterministic response for one request ``body`` sent to ``endpoint`` (``line``: its 1-based line)."""
+def compute(
+    endpoint: str, body: JSON, *, created: int, batch_id: str, custom_id: str, line: int = 0, draw: str = ""
+) -> LineResult:
+    """The deterministic response for one request ``body`` sent to ``endpoint`` (``line``: its 1-based line;
+    ``draw``: the batch's key of the 500 draw, :func:`server_error`)."""
     model = body.get("model")
     model_s = model if isinstance(model, str) else "emulator-model"
     rid = sha(f"{batch_id}:{custom_id}")[:24]
-    if server_error(body, custom_id, line):
+    if server_error(body, custom_id, line, draw):
         err500 = {"message": "The server had an error processing your request.", "type": "server_error"}
         return LineResult(500, {"error": {**err500, "param": None, "code": None}}, 0, 0)
     if should_fail(body):

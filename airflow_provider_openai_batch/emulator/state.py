@@ -6,6 +6,7 @@ whenever a batch is read, it is moved along the clock (see :meth:`Store._advance
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,19 +52,35 @@ CONTROL_METADATA_KEY = "emulator"
 CONTROL_FLAGS = ("hold", "expire", "slow", "token_limit")
 
 
-def _hold_share(flags: set[str]) -> float | None:
-    """The share of its requests a held batch finishes: ``hold`` is half, ``stall=N`` is N percent (0-100)."""
+def _percent_flag(flags: set[str], name: str) -> float | None:
+    """The percentage N of a ``name=N`` flag (0 to 100; another value is a 400 at create), or ``None``."""
     for flag in flags:
-        if flag.startswith("stall="):
+        if flag.startswith(f"{name}="):
             try:
-                percent = float(flag.removeprefix("stall="))
+                percent = float(flag.removeprefix(f"{name}="))
             except ValueError:
                 percent = -1.0
             if not 0.0 <= percent <= 100.0:
                 message = f"metadata.emulator: {flag!r} needs a percentage from 0 to 100"
                 raise ApiError(400, message, param="metadata", code="invalid_value")
-            return percent / 100.0
+            return percent
+    return None
+
+
+def _hold_share(flags: set[str]) -> float | None:
+    """The share of its requests a held batch finishes: ``hold`` is half, ``stall=N`` is N percent (0-100)."""
+    percent = _percent_flag(flags, "stall")
+    if percent is not None:
+        return percent / 100.0
     return 0.5 if "hold" in flags else None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ApiError(Exception):
@@ -154,6 +171,10 @@ class BatchRecord:
     flags: frozenset[str]
     #: ``hold`` (0.5) or ``stall=N`` (N/100): stays ``in_progress`` with at most this share of its requests done.
     hold_share: float | None = None
+    #: ``expire=N``: at the end of ``in_progress`` goes ``expired`` with the last N percent of its requests undone.
+    expire_percent: float | None = None
+    #: Keys the per-line 500 draw: the input's SHA-256 and how many earlier batches had the same input.
+    draw: str = ""
     status: str = "validating"
     since: float = 0.0
     stamps: dict[str, int | None] = field(default_factory=dict)
@@ -205,6 +226,9 @@ class Store:
         self.batches_created = 0
         self.files_uploaded = 0
         self.in_flight = 0
+        #: Batches created so far per input content (SHA-256): a batch's per-line 500 draw is keyed by its
+        #: input's digest and this count, so a line sent again draws again, even in a file like the last one.
+        self._inputs_seen: dict[str, int] = {}
         #: Enqueued-token limit per model (``None``: unlimited): a batch whose input tokens, added to those of
         #: the model's batches ``in_progress`` when it is validated, exceed it fails with ``token_limit_exceeded``.
         self.enqueued_token_limit: int | None = None
@@ -390,6 +414,10 @@ class Store:
             if metadata and CONTROL_METADATA_KEY in metadata:
                 flags = {f.strip().lower() for f in metadata[CONTROL_METADATA_KEY].split(",")}
             hold_share = _hold_share(flags)
+            expire_percent = _percent_flag(flags, "expire")
+            content = _file_digest(rec.path)
+            attempt = self._inputs_seen.get(content, 0)
+            self._inputs_seen[content] = attempt + 1
             batch_id = _new_batch_id()
             link = self.batch_dir / f"{batch_id}.input.jsonl"
             try:
@@ -409,6 +437,8 @@ class Store:
                 created_time=now,
                 flags=frozenset(flags & set(CONTROL_FLAGS)),
                 hold_share=hold_share,
+                expire_percent=expire_percent,
+                draw=f"{content[:16]}:{attempt}",
                 since=now,
                 stamps=dict.fromkeys(_STAMP_KEYS),
             )
@@ -494,14 +524,27 @@ class Store:
             done = int(frac * total)
             if b.hold_share is not None:
                 done = min(done, int(total * b.hold_share))
-            elif "expire" in b.flags:
-                done = min(done, total // 2)
+            elif self._expires(b):
+                done = min(done, self._expire_done(b, total))
             return done
         if b.status in ("finalizing", "completed"):
             return total
         if b.status in ("cancelling", "cancelled", "expired"):
             return b.frozen_done
         return 0
+
+    @staticmethod
+    def _expires(b: BatchRecord) -> bool:
+        return "expire" in b.flags or b.expire_percent is not None
+
+    @staticmethod
+    def _expire_done(b: BatchRecord, total: int) -> int:
+        """Requests an expiring batch finishes: half with ``expire``; with ``expire=N`` all but the last
+        ``floor(total * N / 100)`` in processing order (a draw by ``sha256(custom_id)``), so a round of fewer
+        than ``100 / N`` requests finishes every one."""
+        if b.expire_percent is None:
+            return total // 2
+        return total - int(total * b.expire_percent // 100)
 
     def _advance(self, b: BatchRecord, now: float) -> None:
         while True:
@@ -520,8 +563,8 @@ class Store:
                     return
                 if now < t:
                     return
-                if "expire" in b.flags:
-                    self._finish(b, "expired", t, len(b.requests or []) // 2)
+                if self._expires(b):
+                    self._finish(b, "expired", t, self._expire_done(b, len(b.requests or [])))
                     return
                 b.status, b.since = "finalizing", t
                 b.running_until = t
@@ -646,7 +689,9 @@ class Store:
                         continue
                 if errors:
                     continue  # the batch fails anyway; don't compute results
-                res = results.compute(endpoint, body, created=created, batch_id=b.id, custom_id=custom_id, line=line_no)
+                res = results.compute(
+                    endpoint, body, created=created, batch_id=b.id, custom_id=custom_id, line=line_no, draw=b.draw
+                )
                 info = RequestInfo(custom_id, line_no, start, len(raw), res.ok, res.input_tokens, res.output_tokens)
                 reqs.append((info, results.order_key(custom_id)))
         if not errors and not reqs:
@@ -735,7 +780,13 @@ class Store:
                 def result_line(r: RequestInfo) -> JSON:
                     body = self._read_line(fh, r)["body"]
                     res = results.compute(
-                        endpoint, body, created=b.result_created, batch_id=b.id, custom_id=r.custom_id, line=r.line
+                        endpoint,
+                        body,
+                        created=b.result_created,
+                        batch_id=b.id,
+                        custom_id=r.custom_id,
+                        line=r.line,
+                        draw=b.draw,
                     )
                     return {
                         "id": results.line_id(b.id, r.custom_id),

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
+from tests._kit.airflow_compat import TaskDeferred
 from tests._kit.batches import ENDPOINT, MODEL, chat_line
+from tests._kit.ti import FakeTI, context
 
 
 def create_op(**kwargs: Any) -> OpenAIBatchCreateOperator:
@@ -40,6 +45,25 @@ def run_trigger(trigger: OpenAIBatchJobTrigger) -> list[dict[str, Any]]:
         return [event.payload async for event in trigger.run()]
 
     return asyncio.run(asyncio.wait_for(drain(), 20))
+
+
+def run_deferred(op: Callable[[], Any], ti: FakeTI, *, budget_batches: int | None = None) -> tuple[dict[str, Any], int]:
+    """Run a deferrable job (``op()`` builds its operator) to its end, each trigger run here; the manifest and
+    the number of deferrals. ``budget_batches``: no trigger may wait on more batches than that."""
+    with pytest.raises(TaskDeferred) as info:
+        op().execute(context(ti))
+    deferred, deferrals, manifest = info.value, 1, None
+    while manifest is None:
+        trigger = deferred.trigger
+        assert isinstance(trigger, OpenAIBatchJobTrigger)
+        assert 1 <= len(trigger.batch_ids) <= (budget_batches or len(trigger.batch_ids))
+        (event,) = run_trigger(trigger)
+        try:
+            manifest = op().execute_complete(context(ti), event)
+        except TaskDeferred as again:
+            deferred, deferrals = again, deferrals + 1
+            assert deferrals < 60
+    return manifest, deferrals
 
 
 def write_requests(path: Path, n: int, **body: Any) -> None:

@@ -11,12 +11,10 @@ import pytest
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, results
 from airflow_provider_openai_batch.exceptions import InvalidConnectionError
-from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
-from tests._kit.airflow_compat import TaskDeferred
 from tests._kit.batches import ENDPOINT, write_jsonl
 from tests._kit.connection import set_connection
 from tests._kit.job_lines import ids_of
-from tests._kit.operators import job_op, run_trigger, write_requests
+from tests._kit.operators import job_op, run_deferred, write_requests
 from tests._kit.ti import FakeTI, context
 
 
@@ -55,24 +53,6 @@ def assert_all_completed_within_three(emulator: EmulatorServer, manifest: dict[s
     assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(40)]
     assert manifest["totals"]["completed"] == 40 and len(manifest["shards"]) == 10
     assert manifest["capacity"]["wait_seconds"] > 0 and manifest["capacity"]["capacity_retries"] == 0
-
-
-def run_deferred(op: Any, ti: FakeTI, *, budget_batches: int) -> tuple[dict[str, Any], int]:
-    """Run a deferrable job to its end, each trigger run here; no trigger ever waits on more than the budget."""
-    with pytest.raises(TaskDeferred) as info:
-        op().execute(context(ti))
-    deferred, deferrals, manifest = info.value, 1, None
-    while manifest is None:
-        trigger = deferred.trigger
-        assert isinstance(trigger, OpenAIBatchJobTrigger)
-        assert 1 <= len(trigger.batch_ids) <= budget_batches
-        (event,) = run_trigger(trigger)
-        try:
-            manifest = op().execute_complete(context(ti), event)
-        except TaskDeferred as again:
-            deferred, deferrals = again, deferrals + 1
-            assert deferrals < 60
-    return manifest, deferrals
 
 
 def test_capacity_for_three_shards_keeps_at_most_three_in_flight(

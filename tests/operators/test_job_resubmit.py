@@ -13,7 +13,7 @@ from airflow_provider_openai_batch.job.merge import classify_error
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.batches import ENDPOINT, chat_line
 from tests._kit.job_lines import ids_of
-from tests._kit.operators import job_op, run_trigger, write_requests
+from tests._kit.operators import job_op, run_deferred, run_trigger, write_requests
 from tests._kit.ti import FakeTI, context
 
 
@@ -37,6 +37,39 @@ def test_server_errors_are_resubmitted_until_every_line_is_answered(
     assert all(s["round"] > 0 for s in manifest["shards"][2:])
     later = [s for s in manifest["shards"] if s["round"] == 1]
     assert all(1 <= s["first_line"] <= s["last_line"] <= 40 for s in later)  # the input's own line numbers
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_tenth_expiring_and_a_fiftieth_answering_500_all_end_answered(
+    openai_conn: EmulatorServer, tmp_path: Path, deferrable: bool
+) -> None:
+    # The first target. Every batch (follow-ups too) leaves the last 10 % of its requests unfinished
+    # (rounded down: a round of fewer than 10 lines runs whole); 2 % of lines answer 500, drawn again each time.
+    n = 400
+    write_requests(tmp_path / "in.jsonl", n, emulator_error_rate=0.02)
+
+    def op() -> Any:
+        return job_op(
+            tmp_path,
+            max_requests_per_batch=100,
+            max_resubmits=2,
+            metadata={"emulator": "expire=10"},
+            deferrable=deferrable,
+        )
+
+    manifest = run_deferred(op, FakeTI())[0] if deferrable else op().execute(context())
+
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(n)]  # all answered, in input order
+    assert manifest["error"] is None and manifest["totals"]["completed"] == n and not manifest["errors_by_code"]
+    # Deterministic figures: 4 shards of 100 expire 40 lines and 10 answer 500; the follow-up of 50 expires 5.
+    rounds = [r["requests"] for r in manifest["rounds"]]
+    assert rounds == [n, 50, 5] and manifest["resubmitted"] == 55
+    batches = list(openai_conn.batches.values())
+    assert requests_sent(openai_conn) == sum(rounds) <= n + rounds[1] * 2  # N + retryable failures x rounds
+    failed = sorted(b["request_counts"]["failed"] for b in batches)
+    assert sum(failed) == manifest["resubmitted"]  # every failure was retryable and resubmitted once
+    # Each shard of 100: 10 expired + its 500s (10 in all); the follow-up of 50: 5 expired; the last, of 5: none.
+    assert failed == [0, 5, 11, 12, 12, 15]
 
 
 def test_lines_at_fault_are_not_resubmitted(openai_conn: EmulatorServer, tmp_path: Path) -> None:
