@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 DAGS = Path(__file__).parent / "dags"
 JOB = "openai_batch_job_resubmit"
 TASK = "run_job"
-#: 40 lines in shards of 10; 30 % of lines answer 500 in a round (drawn per line and place).
+#: 40 lines in shards of 10; 30 % of lines answer 500 in a round (drawn again each time a line is sent).
 SHARDS = 4
 #: Every batch lasts ~15 s (20 x the stack's 0.25 s phases, three phases): time to clear while a round runs.
 CONF = {"requests": 40, "error_rate": 0.3, "batch_metadata": {"emulator": "slow"}}

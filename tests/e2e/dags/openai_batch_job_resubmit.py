@@ -1,8 +1,8 @@
 """A job whose lines partly fail with a server error (on the emulator), resubmitted in follow-up rounds.
 
 ``write_input`` writes ``requests`` chat requests carrying ``emulator_error_rate``: that share of lines is
-answered 500 by the emulator, drawn per line and place, so a resubmitted line draws again. ``run_job`` runs
-them in shards of 10 requests with up to two resubmission rounds. Every batch carries the run's
+answered 500 by the emulator, drawn per line, place and input file, so a resubmitted line draws again.
+``run_job`` runs them in shards of 10 requests with up to two resubmission rounds. Every batch carries the run's
 ``batch_metadata`` (``{"emulator": "slow"}`` keeps each batch running ~15 s, long enough to clear the task
 while a round runs). ``cancel_on_kill=False``: a clear then leaves the batches running, as a user who clears
 to run the task again (not to stop it) wants, and the cleared task must find every batch again.
