@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.job.merge import classify_error
+from airflow_provider_openai_batch.xcom_keys import XCOM_MANIFEST
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.batches import ENDPOINT, chat_line
 from tests._kit.job_lines import ids_of
@@ -70,6 +71,40 @@ def test_a_tenth_expiring_and_a_fiftieth_answering_500_all_end_answered(
     assert sum(failed) == manifest["resubmitted"]  # every failure was retryable and resubmitted once
     # Each shard of 100: 10 expired + its 500s (10 in all); the follow-up of 50: 5 expired; the last, of 5: none.
     assert failed == [0, 5, 11, 12, 12, 15]
+
+
+@pytest.mark.parametrize(("max_failed", "passes"), [(0.01, True), (2, False)])
+def test_a_hundredth_invalid_is_never_resubmitted_and_counted_by_the_verdict(
+    openai_conn: EmulatorServer, tmp_path: Path, max_failed: float, passes: bool
+) -> None:
+    # The second target: 1 % of lines are invalid_request_error (every 100th), among lines of which 5 %
+    # answer 500 and are resubmitted. The invalid ones stay in the error file, reported by code and count.
+    n, invalid = 300, {f"req-{i}" for i in range(0, 300, 100)}
+    lines = [chat_line(i, fail=f"req-{i}" in invalid) for i in range(n)]
+    for line in lines:
+        line["body"]["emulator_error_rate"] = 0.05
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    ti = FakeTI()
+    op = job_op(tmp_path, max_requests_per_batch=100, max_resubmits=2, max_failed_requests=max_failed)
+
+    if passes:
+        manifest = op.execute(context(ti))
+    else:
+        with pytest.raises(AirflowFailException, match="more failed requests than max_failed_requests=2"):
+            op.execute(context(ti))
+        manifest = ti.xcoms[XCOM_MANIFEST]
+
+    assert manifest["errors_by_code"] == {"emulator_forced_failure": 3}
+    assert set(ids_of(manifest["error"]["path"])) == invalid
+    rounds = [r["requests"] for r in manifest["rounds"]]
+    assert rounds == [300, 8]  # deterministic: the 8 lines that answered 500 were sent again...
+    sent_again = [b for b in openai_conn.batches.values() if b["request_counts"]["total"] < 100]
+    for batch in sent_again:  # ...and no invalid line with them
+        content = openai_conn.store.files[batch["input_file_id"]].path.read_text()
+        assert not any(f'"{cid}"' in content for cid in invalid)
+    assert requests_sent(openai_conn) == sum(rounds)
+    assert manifest["totals"]["completed"] == n - 3
+    assert manifest["verdict"] == ("succeed" if passes else "fail")
 
 
 def test_lines_at_fault_are_not_resubmitted(openai_conn: EmulatorServer, tmp_path: Path) -> None:
