@@ -25,7 +25,7 @@ from airflow_provider_openai_batch.hooks._content import FileContent
 from airflow_provider_openai_batch.hooks._create_once import CreateOnce
 from airflow_provider_openai_batch.hooks._lookup import newest_tagged, raw_pages, why_not_reusable
 from airflow_provider_openai_batch.hooks._multipart import upload_body
-from airflow_provider_openai_batch.hooks._request import ApiRequest
+from airflow_provider_openai_batch.hooks._request import ApiRequest, cancel_request, list_request, retrieve_request
 from airflow_provider_openai_batch.hooks._settings import ConnectionSettings
 from airflow_provider_openai_batch.hooks._transport import (
     AsyncTransport,
@@ -36,7 +36,6 @@ from airflow_provider_openai_batch.hooks._transport import (
 )
 from airflow_provider_openai_batch.hooks.validation import (
     IDEMPOTENCY_METADATA_KEY,
-    check_id,
     create_batch_body,
     path_id,
 )
@@ -236,11 +235,11 @@ class OpenAIBatchHook(BaseHook):
 
     def retrieve_batch(self, batch_id: str) -> Batch:
         """The batch as it is now."""
-        return Batch.from_dict(self.transport.send_json(_batch_request(batch_id)))
+        return Batch.from_dict(self.transport.send_json(retrieve_request(batch_id)))
 
     async def aretrieve_batch(self, batch_id: str) -> Batch:
         """Async twin of :meth:`retrieve_batch`, for the trigger."""
-        return Batch.from_dict(await self._asend_json(_batch_request(batch_id)))
+        return Batch.from_dict(await self._asend_json(retrieve_request(batch_id)))
 
     def cancel_batch(self, batch_id: str) -> Batch:
         """Ask the service to cancel; returns the batch, normally ``cancelling``.
@@ -248,7 +247,7 @@ class OpenAIBatchHook(BaseHook):
         A batch that is already finished (HTTP 409) is not an error: it is fetched and returned as is.
         """
         try:
-            return Batch.from_dict(self.transport.send_json(_cancel_request(batch_id)))
+            return Batch.from_dict(self.transport.send_json(cancel_request(batch_id)))
         except ConflictError:
             batch = self.retrieve_batch(batch_id)
             log.info("Batch %s is already %s; nothing to cancel", batch_id, batch.status.value)
@@ -257,7 +256,7 @@ class OpenAIBatchHook(BaseHook):
     async def acancel_batch(self, batch_id: str) -> Batch:
         """Async twin of :meth:`cancel_batch`, for the trigger's ``on_kill``."""
         try:
-            return Batch.from_dict(await self._asend_json(_cancel_request(batch_id)))
+            return Batch.from_dict(await self._asend_json(cancel_request(batch_id)))
         except ConflictError:
             return await self.aretrieve_batch(batch_id)
 
@@ -268,7 +267,7 @@ class OpenAIBatchHook(BaseHook):
         :param limit: 1..100.
         :raises ValueError: for a limit outside 1..100, before any request.
         """
-        return BatchPage.from_dict(self.transport.send_json(_list_request(after, limit)))
+        return BatchPage.from_dict(self.transport.send_json(list_request(after, limit)))
 
     async def alist_batches(self, *, after: str | None = None, limit: int = 20) -> BatchPage:
         """Async twin of :meth:`list_batches`."""
@@ -276,7 +275,7 @@ class OpenAIBatchHook(BaseHook):
 
     async def alist_batches_json(self, *, after: str | None = None, limit: int = 20) -> dict[str, Any]:
         """:meth:`alist_batches` as the API answered it: the triggers' poller parses pages one at a time."""
-        return await self._asend_json(_list_request(after, limit))
+        return await self._asend_json(list_request(after, limit))
 
     def iter_batches(
         self, *, after: str | None = None, page_size: int = 100, max_items: int | None = None
@@ -314,7 +313,7 @@ class OpenAIBatchHook(BaseHook):
         if not_before is None and max_scanned is None:
             max_scanned = 1000
         batch = newest_tagged(
-            raw_pages(lambda after: self.transport.send_json(_list_request(after, 100))),
+            raw_pages(lambda after: self.transport.send_json(list_request(after, 100))),
             key,
             not_before=not_before,
             max_scanned=max_scanned,
@@ -440,20 +439,3 @@ class OpenAIBatchHook(BaseHook):
             return self.settings.base_url
         except Exception:
             return "(invalid connection)"
-
-
-def _batch_request(batch_id: str) -> ApiRequest:
-    return ApiRequest("GET", f"/batches/{path_id('batch_id', batch_id)}")
-
-
-def _cancel_request(batch_id: str) -> ApiRequest:
-    # No body, as the service documents it and the official SDK sends it.
-    return ApiRequest("POST", f"/batches/{path_id('batch_id', batch_id)}/cancel")
-
-
-def _list_request(after: str | None, limit: int) -> ApiRequest:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
-        raise ValueError(f"limit must be an integer between 1 and 100, got {limit!r}")
-    if after is not None:
-        check_id("after", after)
-    return ApiRequest("GET", "/batches", params={"after": after, "limit": limit})
