@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from airflow_provider_openai_batch.exceptions import NotFoundError
 from airflow_provider_openai_batch.job.destination import Destination
 from airflow_provider_openai_batch.job.merge import MergeStats, Overdue, ResultFile, merge_results
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.models import Batch
+from airflow_provider_openai_batch.models.files import local_file_name
 
 __all__ = ["MergedJob", "collect_results"]
 
@@ -44,6 +46,7 @@ def collect_results(
     destination: Any,
     retry_dir: Path | None = None,
     overdue: Overdue | None = None,
+    log: Any = None,
 ) -> MergedJob:
     """Download the shard batches' output and error files to a scratch folder, then merge them in input order
     into ``<input name>_output.jsonl`` and ``<input name>_error.jsonl`` at ``destination``.
@@ -57,6 +60,7 @@ def collect_results(
     :param retry_dir: where to write the input lines of retryable failures (``retry.jsonl``), for a
         resubmission; ``None``: not written.
     :param overdue: what the job's deadline left unrun (shards never submitted have no batch and are skipped).
+    :param log: where to warn about a result file that is gone.
     """
     stem = Path(input_name).stem or "job"
     with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
@@ -71,8 +75,15 @@ def collect_results(
             # Errors first, answers last: a line with both keeps its answer.
             for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
                 if file_id:
-                    path = work / f"{file_id}.jsonl"
-                    download(file_id, path)
+                    path = work / local_file_name(file_id)
+                    try:
+                        download(file_id, path)
+                    except NotFoundError:  # expired or deleted: its lines count as not answered
+                        if log is not None:
+                            log.warning(
+                                "File %s of batch %s is gone: its lines count as not answered", file_id, batch.id
+                            )
+                        continue
                     results.append(ResultFile(path, ok=ok, overdue=batch.id in cancelled))
         downloaded = time.monotonic()
         target = Destination(destination, work)

@@ -11,10 +11,9 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
-from tests._kit.batches import ENDPOINT, chat_line, wait_for_status, write_jsonl
+from tests._kit.batches import chat_line, wait_for_status, write_jsonl
 from tests._kit.job_lines import ids_of
 from tests._kit.operators import job_op, run_trigger
 from tests._kit.ti import FakeTI, context
@@ -53,19 +52,23 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     assert not list((tmp_path / "out").glob(".*part"))
 
 
-def test_a_job_that_fits_one_batch_is_the_create_operators_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", 3)
-    ti = FakeTI(task_id="same")
-    created = OpenAIBatchCreateOperator(task_id="same", endpoint=ENDPOINT, input_file=tmp_path / "in.jsonl")
-    batch_id = created.execute(context(ti))
-    wait_for_status(openai_conn, batch_id, "completed")
+def test_every_batch_of_a_job_carries_the_jobs_key_whatever_its_limits(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    # The tag starts with a key of the task instance and the input alone, so a try with other limits (or a
+    # later round) finds the batches of every earlier one.
+    write_jsonl(tmp_path / "in.jsonl", 6)
+    ti = FakeTI()
+    job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+    tags = [b["metadata"][IDEMPOTENCY_METADATA_KEY] for b in openai_conn.batches.values()]
+    assert len(tags) == 2 and len(set(tags)) == 2
+    assert len({tag.split(":")[0] for tag in tags}) == 1 and all(len(tag) < 512 for tag in tags)
 
-    manifest = job_op(tmp_path, task_id="same").execute(context(ti))
-
-    assert list(openai_conn.batches) == [batch_id]
-    assert manifest["shards"][0]["batch_id"] == batch_id and manifest["shards"][0]["reused"]
-    assert ids_of(manifest["output"]["path"]) == ["req-0", "req-1", "req-2"]
-    assert manifest["error"] is None
+    ti.try_number = 2  # a clear with a larger shard limit sends nothing: every line is answered
+    manifest = job_op(tmp_path, max_requests_per_batch=6).execute(context(ti))
+    assert openai_conn.counters.batches_created == 2
+    assert [s["reused"] for s in manifest["shards"]] == [True, True]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(6)]
 
 
 def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: EmulatorServer, tmp_path: Path) -> None:
@@ -79,6 +82,7 @@ def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: Emu
     assert len(first) == 2
     uploads = openai_conn.counters.files_uploaded
 
+    ti.try_number = 2  # the clear
     manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
 
     assert len(openai_conn.batches) == 3 and openai_conn.counters.batches_created == 3
@@ -104,6 +108,7 @@ def test_a_clear_after_many_newer_batches_still_reuses_the_shard_batches(
     assert len(first) == 2
     openai_conn.seed_batches(1_100)
 
+    ti.try_number = 2
     manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
 
     assert openai_conn.counters.batches_created == 3
