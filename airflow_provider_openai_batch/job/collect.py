@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from airflow_provider_openai_batch.job.destination import Destination
 from airflow_provider_openai_batch.job.merge import MergeStats, Overdue, ResultFile, merge_results
+from airflow_provider_openai_batch.job.names import local_file_name
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.models import Batch
 
@@ -71,7 +72,7 @@ def collect_results(
             # Errors first, answers last: a line with both keeps its answer.
             for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
                 if file_id:
-                    path = work / f"{file_id}.jsonl"
+                    path = work / local_file_name(file_id)
                     download(file_id, path)
                     results.append(ResultFile(path, ok=ok, overdue=batch.id in cancelled))
         downloaded = time.monotonic()
