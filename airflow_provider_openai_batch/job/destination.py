@@ -25,6 +25,7 @@ that claim the same name within the same moment.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -187,25 +188,26 @@ class Destination:
     def _claim(self, name: str) -> None:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = json.dumps({"owner": self.owner, "file": name, "claimed_at": stamp}, sort_keys=True).encode()
-        sidecar = self._path(name + OWNER_SUFFIX)
-        if self.local is not None:
-            self.local.mkdir(parents=True, exist_ok=True)
-            try:  # exclusive: of two task instances claiming a free name at once, one gets it
-                with open(sidecar, "xb") as out:
-                    out.write(record)
+        sidecar = name + OWNER_SUFFIX
+        if self.local is None:
+            self._upload(sidecar, io.BytesIO(record))
+            if not self.overwrite and self._recorded_owner(name) != self.owner:  # read back: claimed since?
+                self._refuse_if_taken(name)
+            return
+        self.local.mkdir(parents=True, exist_ok=True)
+        part = _part(self.local / sidecar)
+        part.write_bytes(record)
+        try:
+            try:  # a hard link is exclusive and whole: of two task instances claiming a free name, one gets it
+                os.link(part, self.local / sidecar)
                 return
             except FileExistsError:
                 self._refuse_if_taken(name)  # claimed since it was checked: refused unless ours (or overwrite)
-            part = sidecar.with_name(f".{sidecar.name}.{uuid.uuid4().hex[:8]}.part")
-            part.write_bytes(record)
-            os.replace(part, sidecar)
-            return
-        with contextlib.suppress(Exception):  # object stores have no folders; a local file system needs one
-            sidecar.parent.mkdir(parents=True, exist_ok=True)
-        with sidecar.open("wb") as out:
-            out.write(record)
-        if not self.overwrite and self._recorded_owner(name) != self.owner:  # read back: another claimed it since
-            self._refuse_if_taken(name)
+            except OSError:
+                pass  # a file system without hard links: replaced as checked
+            os.replace(part, self.local / sidecar)
+        finally:
+            part.unlink(missing_ok=True)
 
     # -- writing ----------------------------------------------------------------------------------------------
 
@@ -217,7 +219,7 @@ class Destination:
         """
         if self.local is not None:
             self.local.mkdir(parents=True, exist_ok=True)
-            scratch = self.local / f".{name}.{uuid.uuid4().hex[:8]}.part"
+            scratch = _part(self.local / name)
         elif self.workdir is not None:
             scratch = self.workdir / f".{name}.part"  # never a result file's name: those are never hidden
         else:
@@ -245,19 +247,25 @@ class Destination:
         if self.local is not None:
             os.replace(scratch, self.local / name)
             return str(self.local / name)
+        with open(scratch, "rb") as source:
+            where = self._upload(name, source)
+        scratch.unlink()
+        return where
+
+    def _upload(self, name: str, source: IO[bytes]) -> str:
+        """Put ``source`` on object storage as ``name`` whole: uploaded to a temporary key beside it, then moved."""
         remote = self._remote(name)
-        part = self._remote(f".{name}.{uuid.uuid4().hex[:8]}.part")
+        part = _part(remote)
         with contextlib.suppress(Exception):  # object stores have no folders; a local file system needs one
             remote.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(scratch, "rb") as source, part.open("wb") as out:
+            with part.open("wb") as out:
                 shutil.copyfileobj(source, out, _COPY_CHUNK)
             part.fs.mv(part.path, remote.path)
         except BaseException:
             with contextlib.suppress(Exception):
                 part.unlink()
             raise
-        scratch.unlink()
         return str(remote)
 
     def discard(self, name: str, scratch: Path) -> None:
@@ -276,3 +284,8 @@ class Destination:
 
 #: No owner record at all (a name never claimed), as opposed to ``None``: a record that cannot be read.
 _NONE = object()
+
+
+def _part(path: Any) -> Any:
+    """A hidden temporary name beside ``path`` (a ``Path`` or an ``ObjectStoragePath``), unique to this write."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")

@@ -6,7 +6,9 @@ storage code path, on a local file system), and on S3 (moto's server, started on
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -233,14 +235,18 @@ def test_a_failed_upload_leaves_the_earlier_file_whole(
     dest = at(place, tmp_path, owner=owner())
     put(dest, "a_output.jsonl", b"earlier\n")
 
+    copy = shutil.copyfileobj
+
     def broken(source: Any, out: Any, length: int = 0) -> None:
+        if isinstance(source, io.BytesIO):  # the owner record goes up; the merged file breaks off
+            return copy(source, out, length)
         out.write(b"lat")
         raise ConnectionResetError("connection reset while uploading")
 
     monkeypatch.setattr(shutil, "copyfileobj", broken)
     with dest.writer("a_output.jsonl") as (out, scratch):
         out.write(b"later\n")
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError, match="while uploading"):
         dest.publish("a_output.jsonl", scratch)
 
     assert place.read("a_output.jsonl") == b"earlier\n"
@@ -292,6 +298,20 @@ def test_of_task_instances_claiming_one_free_name_at_once_one_wins(tmp_path: Pat
 
     assert len(won) == 1
     assert json.loads((folder / f"a_output.jsonl{OWNER_SUFFIX}").read_text())["owner"] == owner(f"r{won[0]}")
+
+
+def test_a_folder_without_hard_links_is_still_claimed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*_: Any) -> None:
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    folder = tmp_path / "out"
+    Destination(folder, owner=owner("r1")).check(["a_output.jsonl"])
+    Destination(folder, owner=owner("r1")).check(["a_output.jsonl"])  # its own again
+
+    with pytest.raises(DestinationOwnedError):
+        Destination(folder, owner=owner("r2")).check(["a_output.jsonl"])
+    assert sorted(p.name for p in folder.iterdir()) == ["a_output.jsonl.owner"]
 
 
 def test_object_storage_needs_a_workdir_to_merge_in(tmp_path: Path) -> None:
