@@ -54,8 +54,8 @@ _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 def merged_base(input_name: str, *, run_id: str, map_index: int | None = None) -> str:
     """The merged files' common start: ``<stem>__<run>``, and ``__<map index>`` for a mapped task instance.
 
-    * ``stem``: the input's file name without its extension (``job`` when it has none), as it is; one longer than
-      80 bytes, or holding a character that is not printable, is shortened by
+    * ``stem``: the input's file name without its extension (``job`` for an empty name), as it is; one longer
+      than 80 bytes, or holding a character that is not printable or a backslash, is shortened by
       :func:`~airflow_provider_openai_batch.job.names.local_file_name` (its start and a hash).
     * ``run``: the run id with every run of characters other than letters, digits, ``.``, ``_`` and ``-`` made
       ``_`` (``scheduled__2026-01-01T00:00:00+00:00`` -> ``scheduled__2026-01-01T00_00_00_00_00``); one longer
