@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ._fields import _opt_int, _opt_str
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-#: Service ids up to this long (and made only of safe characters) name their local files as they are.
-_PLAIN_ID = 64
-
-
-def local_file_name(file_id: str, *, suffix: str = ".jsonl") -> str:
-    """A local file name for a service file: the id itself when it is short and safe, else a readable prefix and
-    a hash of the whole id. Never built from a raw id alone (a gateway's ids may be longer than a file name may
-    be, or hold ``/``), always under 255 bytes, and distinct ids give distinct names.
-
-    :param file_id: the service's file id.
-    :param suffix: the name's ending.
-    """
-    safe = _UNSAFE.sub("_", file_id)
-    if safe == file_id and len(file_id) <= _PLAIN_ID and not file_id.startswith("."):
-        return file_id + suffix
-    digest = hashlib.sha256(file_id.encode("utf-8")).hexdigest()[:20]
-    return f"{safe[:40].lstrip('.')}-{digest}{suffix}"
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class JobRunner:
     def _download(self, file_id: str | None, folder: Path) -> Path | None:
         """A file of the job's, downloaded; ``None`` when there is none or it is gone (expired or deleted)."""
         from airflow_provider_openai_batch.exceptions import NotFoundError
-        from airflow_provider_openai_batch.models.files import local_file_name
+        from airflow_provider_openai_batch.job.names import local_file_name
 
         if not file_id:
             return None
@@ -402,6 +402,7 @@ class JobRunner:
     def _merge(self, plan: JobPlan, batches: Mapping[str, Batch], *, resubmit: bool) -> MergedJob:
         from airflow_provider_openai_batch.job.collect import collect_results
         from airflow_provider_openai_batch.job.deadline import overdue
+        from airflow_provider_openai_batch.job.destination import task_instance_owner
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
         source = InputFile(self.task.input_file)
@@ -412,8 +413,10 @@ class JobRunner:
             batches,
             download=self.hook.download_file,
             open_input=source.open,
-            input_name=source.name,
+            names=self.task.merged_names(self.context),
             destination=self.task.destination,
+            owner=task_instance_owner(self.context),
+            overwrite=self.task.overwrite,
             retry_dir=retry_dir if resubmit else None,
             overdue=overdue(plan),
             log=self.log,

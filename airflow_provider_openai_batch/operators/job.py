@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openai_batch._compat import default_deferrable
+from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, task_price_table
 from airflow_provider_openai_batch.capacity import EnqueuedLimit
 from airflow_provider_openai_batch.job.deadline import check_on_deadline, parse_deadline
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
+
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,149}")
 
 
 class OpenAIBatchJobOperator(BaseOperator):
@@ -108,6 +111,12 @@ class OpenAIBatchJobOperator(BaseOperator):
         (an upper bound, counted while it is split) exceeds this many US dollars, or cannot be computed.
     :param dry_run: check, split and estimate the input, then stop: nothing is uploaded and no batch is
         created; returns the estimate.
+    :param output_name: the merged files' common start (templated): ``<output_name>_output.jsonl`` and
+        ``<output_name>_error.jsonl``. Default: the input's stem, the run id and the map index
+        (``in__scheduled__2026-01-01T00_00_00_00_00__3``), so mapped tasks and daily runs never share a file.
+    :param overwrite: replace merged files that another task instance wrote. Without it such a file is never
+        replaced: the task fails before anything is uploaded, naming the file and who wrote it (a retry or a
+        clear of the same task instance may always replace its own).
     """
 
     template_fields: Sequence[str] = (
@@ -118,6 +127,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         "metadata",
         "output_expires_after",
         "deadline",
+        "output_name",
     )
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#10a37f"
@@ -150,6 +160,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
+        output_name: str | None = None,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -188,6 +200,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
         self.dry_run_only = dry_run
+        self.output_name = output_name
+        self.overwrite = overwrite
         self.batch_ids: list[str] = []
 
     @cached_property
@@ -248,9 +262,36 @@ class OpenAIBatchJobOperator(BaseOperator):
                 if self.dry_run_only:
                     self.log.info("Dry run: nothing was uploaded and no batch was created")
                     return estimate.to_dict()
+            self._claim_destination(context)
             runner = JobRunner(self, context, Path(work))
             plan, batches = runner.start(split, deadline)
             return runner.run(plan, batches)
+
+    def merged_names(self, context: Context | Mapping[str, Any]) -> tuple[str, str]:
+        """The merged ``(output, error)`` file names of this task instance."""
+        from airflow_provider_openai_batch.job.destination import merged_names
+        from airflow_provider_openai_batch.operators.input_file import InputFile
+
+        if self.output_name:
+            base = str(self.output_name)
+            if not _OUTPUT_NAME.fullmatch(base):
+                raise ValueError(
+                    f"output_name {base!r} is not a file name: use 1 to 150 letters, digits, '.', '_' or '-', not "
+                    "starting with '.'"
+                )
+            return f"{base}_output.jsonl", f"{base}_error.jsonl"
+        return merged_names(context, InputFile(self.input_file).name)
+
+    def _claim_destination(self, context: Context) -> None:
+        """Before anything is uploaded: the merged names are this task instance's (or ``overwrite`` says so)."""
+        from airflow_provider_openai_batch.exceptions import DestinationOwnedError
+        from airflow_provider_openai_batch.job.destination import Destination, task_instance_owner
+
+        target = Destination(self.destination, owner=task_instance_owner(context), overwrite=self.overwrite)
+        try:
+            target.check(self.merged_names(context))
+        except DestinationOwnedError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired (a batch ended, a back-off or the deadline came): the runner goes on."""

@@ -137,7 +137,7 @@ def test_on_deadline_fail_cancels_the_jobs_batches_and_fails_with_the_counts(
     assert time.time() >= deadline.timestamp()
     manifest = ti.xcoms["manifest"]
     assert manifest["verdict"] == "fail" and manifest["reason"] == "deadline_exceeded"
-    assert manifest["output"] is None and not (tmp_path / "out").exists()  # nothing merged
+    assert manifest["output"] is None and not list((tmp_path / "out").glob("*.jsonl"))  # nothing merged
     assert manifest["deadline"]["cancelled"] == ti.xcoms["batch_ids"] and manifest["deadline"]["on_deadline"] == "fail"
     for batch_id in ti.xcoms["batch_ids"]:
         wait_for_status(openai_conn, batch_id, "cancelled")

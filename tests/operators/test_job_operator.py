@@ -37,7 +37,7 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     # The emulator answers in hash order, not input order; the merge restores input order line by line.
     assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(2, 10)]
     assert ids_of(manifest["error"]["path"]) == ["req-0", "req-1"]
-    assert manifest["output"]["path"] == str(tmp_path / "out" / "in_output.jsonl")
+    assert manifest["output"]["path"] == str(tmp_path / "out" / "in__run_1_output.jsonl")
     assert manifest["totals"] == {
         "requests": 10,
         "completed": 8,
@@ -50,6 +50,24 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     assert manifest["usage"]["total_tokens"] > 0
     assert manifest["verdict"] == "succeed" and manifest["errors_by_code"]
     assert not list((tmp_path / "out").glob(".*part"))
+
+
+def test_merged_files_of_another_task_instance_are_never_replaced(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 3)
+    first = job_op(tmp_path, output_name="daily").execute(context(FakeTI(run_id="run_1")))
+    assert first["output"]["path"] == str(tmp_path / "out" / "daily_output.jsonl")
+    created = openai_conn.counters.batches_created
+
+    # Another run writing the same name fails before anything is uploaded or billed, naming the file's owner.
+    with pytest.raises(AirflowFailException, match=r"daily_output\.jsonl.*run_1"):
+        job_op(tmp_path, output_name="daily").execute(context(FakeTI(run_id="run_2")))
+    assert openai_conn.counters.batches_created == created
+    # By default each run has its own names; overwrite=True takes a file over.
+    other = job_op(tmp_path).execute(context(FakeTI(run_id="run_2")))
+    assert other["output"]["path"] == str(tmp_path / "out" / "in__run_2_output.jsonl")
+    job_op(tmp_path, output_name="daily", overwrite=True).execute(context(FakeTI(run_id="run_3")))
+    with pytest.raises(ValueError, match="output_name"):
+        job_op(tmp_path, output_name="../x").execute(context(FakeTI(run_id="run_4")))
 
 
 def test_every_batch_of_a_job_carries_the_jobs_key_whatever_its_limits(
@@ -159,7 +177,12 @@ def test_expired_shards_need_allow_partial(openai_conn: EmulatorServer, tmp_path
     assert failed["verdict"] == "fail" and failed["reason"] == "expired"
 
     manifest = job_op(
-        tmp_path, task_id="partial", max_requests_per_batch=4, metadata={"emulator": "expire"}, allow_partial=True
+        tmp_path,
+        task_id="partial",
+        destination=tmp_path / "partial",  # another task instance's files are never replaced
+        max_requests_per_batch=4,
+        metadata={"emulator": "expire"},
+        allow_partial=True,
     ).execute(context(FakeTI(task_id="partial")))
 
     assert manifest["reason"] == "partial"
@@ -176,9 +199,9 @@ def test_max_failed_requests_counts_the_whole_job(openai_conn: EmulatorServer, t
     with pytest.raises(AirflowFailException, match="max_failed_requests=2"):
         job_op(tmp_path, max_requests_per_batch=4, max_failed_requests=2).execute(context())
 
-    manifest = job_op(tmp_path, task_id="ok", max_requests_per_batch=4, max_failed_requests=3).execute(
-        context(FakeTI(task_id="ok"))
-    )
+    manifest = job_op(
+        tmp_path, task_id="ok", destination=tmp_path / "ok", max_requests_per_batch=4, max_failed_requests=3
+    ).execute(context(FakeTI(task_id="ok")))
     assert manifest["totals"]["failed"] == 3
 
 
@@ -192,8 +215,8 @@ def test_object_storage_destination(openai_conn: EmulatorServer, tmp_path: Path)
         max_requests_per_batch=2,
     ).execute(context())
 
-    assert ids_of(tmp_path / "remote" / "in_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
-    assert ids_of(tmp_path / "remote" / "in_error.jsonl") == ["req-0"]
+    assert ids_of(tmp_path / "remote" / "in__run_1_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
+    assert ids_of(tmp_path / "remote" / "in__run_1_error.jsonl") == ["req-0"]
     assert manifest["output"]["lines"] == 4 and manifest["error"]["bytes"] > 0
 
 
