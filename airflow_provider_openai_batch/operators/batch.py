@@ -290,6 +290,7 @@ class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param poll_interval: seconds between polls while waiting.
     :param wait_timeout: how long to wait (cancelling takes up to ~10 minutes).
+    :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
     """
 
     template_fields: Sequence[str] = ("batch_id",)
