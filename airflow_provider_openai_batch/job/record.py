@@ -11,13 +11,13 @@ past the deadline) finds every batch of the job the same way, reads their output
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from airflow_provider_openai_batch.job.plan import ShardInfo
+from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 
-__all__ = ["JobRecord", "adopt", "find_job_batches", "job_key", "results_usable", "round_of", "shard_key"]
+__all__ = ["JobRecord", "adopt", "find_job_batches", "job_key", "results_usable", "round_of", "shard_key", "with_key"]
 
 
 def job_key(context: Any, sha256: str) -> str:
@@ -33,6 +33,11 @@ def shard_key(job: str, *, attempt: str, round: int, index: int) -> str:
     The job's key comes first, so :func:`find_job_batches` finds the batch by prefix whatever follows.
     """
     return f"{job}:{attempt}:{round}:{index}"
+
+
+def with_key(plan: JobPlan, shard: ShardInfo) -> ShardInfo:
+    """``shard`` with its batch's tag (from the plan's job key and attempt), made once and kept in the plan."""
+    return replace(shard, key=shard_key(plan.job, attempt=plan.attempt, round=shard.round, index=shard.index))
 
 
 def _tagged(batch: Batch, prefix: str, tag: str) -> bool:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -32,21 +31,18 @@ from airflow_provider_openai_batch.job.decide import (
     Wait,
     decide,
 )
+from airflow_provider_openai_batch.job.record import with_key
 from airflow_provider_openai_batch.outcome import Verdict
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
 
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.plan import JobDeadline, JobPlan, ShardInfo
-    from airflow_provider_openai_batch.job.record import JobRecord
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
     from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
 
-__all__ = ["REUSE_SCAN", "JobRunner"]
-
-#: How many of the newest batches are scanned for the job's batches before the look-back bound applies.
-REUSE_SCAN = 1000
+__all__ = ["JobRunner"]
 
 
 class JobRunner:
@@ -85,135 +81,20 @@ class JobRunner:
             poll_interval=task.poll_interval,
         )
 
-    # -- the first step of a try: read the job's record ---------------------------------------------
-
     def start(self, split: SplitInput, deadline: JobDeadline | None) -> tuple[JobPlan, dict[str, Batch]]:
         """This try's plan: the batches earlier tries made (found by the job's tag) and shards for the rest."""
-        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-        from airflow_provider_openai_batch.idempotency import look_back
-        from airflow_provider_openai_batch.job.record import find_job_batches, job_key
-        from airflow_provider_openai_batch.operators._job_deadline import refuse_past
+        from airflow_provider_openai_batch.operators._job_record import RecordReader
 
-        job = job_key(self.context, split.plan.sha256)
-        back = look_back(self.context)
-        found: list[Batch] = []
-        if back.needed:  # a first try cannot have earlier batches: no list calls then
-            found = find_job_batches(self._newest(back.not_before), job, tag=IDEMPOTENCY_METADATA_KEY)
-        if deadline is not None:  # a later try past the deadline: cancel what earlier tries left running, fail
-            refuse_past(deadline, earlier=lambda: self._cancel_running(found), now=self.clock())
-        try_number = getattr(self.context["ti"], "try_number", None)
-        plan = replace(split.plan, deadline=deadline, job=job, attempt=f"t{try_number or 0}g{len(found)}")
-        if not found:
-            self.paths = {shard.index: path for shard, path in zip(split.plan.shards, split.paths, strict=True)}
-            return plan.with_shards([self._keyed(plan, shard) for shard in plan.shards]), {}
-        return self._resume_job(plan, found)
-
-    def _resume_job(self, plan: JobPlan, found: Sequence[Batch]) -> tuple[JobPlan, dict[str, Batch]]:
-        """Adopt the batches earlier tries made; shards (a round after theirs) for the lines none answered."""
-        from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-        from airflow_provider_openai_batch.job.record import adopt
-        from airflow_provider_openai_batch.job.resubmit import split_retry
-
-        adopted = plan.with_shards(adopt(found, tag=IDEMPOTENCY_METADATA_KEY))
-        record, retry, numbers = self._read_record(adopted, found)
-        self.log.info("Job record: %s", record.describe())
-        shards: list[ShardInfo] = list(adopted.shards)
-        first_round = adopted.rounds
-        if record.unreadable:
-            self.log.warning(
-                "The input file of running batch(es) %s could not be read: nothing more is sent until they end",
-                ", ".join(record.unreadable),
-            )
-        elif record.unrun:
-            first_round = adopted.rounds + 1
-            split = split_retry(retry, numbers, self.work, plan=adopted, round=first_round)
-            for shard, path in zip(split.plan.shards, split.paths, strict=True):
-                self.paths[shard.index] = path
-                shards.append(self._keyed(plan, shard))
-        plan = replace(plan, first_round=first_round)
-        return plan.with_shards(shards), {batch.id: batch for batch in found}
-
-    def _read_record(self, plan: JobPlan, found: Sequence[Batch]) -> tuple[JobRecord, Path, Path]:
-        """Download the found batches' files and read, line by line, what is answered and what is left."""
-        from airflow_provider_openai_batch.job.merge import ResultFile, merge_results
-        from airflow_provider_openai_batch.job.record import JobRecord
-        from airflow_provider_openai_batch.operators.input_file import InputFile
-
-        folder = self.work / "record"
-        folder.mkdir()
-        results: list[ResultFile] = []
-        inflight: list[Path] = []
-        unreadable: list[str] = []
-        for batch in found:
-            if batch.status.is_terminal:
-                for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
-                    path = self._download(file_id, folder)
-                    if path is not None:
-                        results.append(ResultFile(path, ok=ok))
-            elif (path := self._download(batch.input_file_id, folder)) is not None:
-                inflight.append(path)
-            else:
-                unreadable.append(batch.id)
-        retry, numbers = folder / "unrun.jsonl", folder / "unrun.lines"
-        with (
-            InputFile(self.task.input_file).open() as source,
-            open(os.devnull, "wb") as discard,
-            open(retry, "wb") as again,
-            open(numbers, "wb") as again_numbers,
-        ):
-            stats = merge_results(
-                source,
-                results,
-                discard,
-                discard,
-                plan=plan,
-                workdir=folder,
-                retry=again,
-                retry_lines=again_numbers,
-                inflight=inflight,
-                new_try=True,
-            )
-        record = JobRecord(
-            batches=tuple(found),
-            answered=stats.output_lines,
-            failed=stats.error_lines - stats.retryable - stats.inflight,
-            inflight=stats.inflight,
-            unrun=stats.retry_lines,
-            unreadable=tuple(unreadable),
+        reader = RecordReader(
+            hook=self.hook,
+            log=self.log,
+            context=self.context,
+            input_file=self.task.input_file,
+            work=self.work,
+            clock=self.clock,
         )
-        return record, retry, numbers
-
-    def _download(self, file_id: str | None, folder: Path) -> Path | None:
-        """A file of the job's, downloaded; ``None`` when there is none or it is gone (expired or deleted)."""
-        from airflow_provider_openai_batch.exceptions import NotFoundError
-        from airflow_provider_openai_batch.job.names import local_file_name
-
-        if not file_id:
-            return None
-        path = folder / local_file_name(file_id)
-        try:
-            self.hook.download_file(file_id, path)
-        except NotFoundError:
-            self.log.warning("File %s is gone (expired or deleted): its lines count as not answered", file_id)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        return path
-
-    def _newest(self, not_before: float) -> Iterator[Batch]:
-        """Newest first: the newest :data:`REUSE_SCAN` batches, then on while they are newer than ``not_before``."""
-        from airflow_provider_openai_batch.hooks._lookup import CLOCK_SKEW
-
-        stop_before = not_before - CLOCK_SKEW
-        for scanned, batch in enumerate(self.hook.iter_batches(), start=1):
-            if scanned > REUSE_SCAN and batch.created_at is not None and batch.created_at < stop_before:
-                return
-            yield batch
-
-    def _keyed(self, plan: JobPlan, shard: ShardInfo) -> ShardInfo:
-        from airflow_provider_openai_batch.job.record import shard_key
-
-        return replace(shard, key=shard_key(plan.job, attempt=plan.attempt, round=shard.round, index=shard.index))
+        plan, batches, self.paths = reader.read(split, deadline)
+        return plan, batches
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -273,7 +154,7 @@ class JobRunner:
             "metadata": self.task.metadata,
             "output_expires_after": self.task.output_expires_after,
         }
-        key = shard.key or self._keyed(plan, shard).key
+        key = shard.key or with_key(plan, shard).key
         if shard.input_file_id is not None:
             return self.hook.create_batch(
                 input_file_id=shard.input_file_id, idempotency_key=key, look_first=False, **create
@@ -338,22 +219,6 @@ class JobRunner:
                 plan.deadline.on_deadline,  # type: ignore[union-attr]
             )
         return plan
-
-    def _cancel_running(self, found: Sequence[Batch]) -> list[str]:
-        cancelled = []
-        for batch in found:
-            if not batch.status.is_cancellable:
-                continue
-            try:
-                self.hook.cancel_batch(batch.id)
-            except Exception as exc:
-                self.log.warning("Deadline: cancelling batch %s an earlier try left running failed: %s", batch.id, exc)
-                continue
-            self.log.warning(
-                "Deadline passed: cancelled batch %s, which an earlier try left %s", batch.id, batch.status.value
-            )
-            cancelled.append(batch.id)
-        return cancelled
 
     def _wait(self, step: Wait, batches: dict[str, Batch]) -> JobPlan:
         """Defer (the trigger polls and wakes the task) or poll here until the step's wake condition."""
@@ -445,7 +310,7 @@ class JobRunner:
         shards = []
         for shard, path in zip(split.plan.shards, split.paths, strict=True):
             self.paths[shard.index] = path
-            shards.append(self._keyed(plan, shard))
+            shards.append(with_key(plan, shard))
         self.log.info(
             "Resubmission %d of %d: %d line(s) failed for a passing reason and run again in %d batch(es)",
             round_,
