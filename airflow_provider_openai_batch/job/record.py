@@ -17,7 +17,7 @@ from typing import Any
 from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 
-__all__ = ["JobRecord", "adopt", "find_job_batches", "job_key", "results_usable", "round_of", "shard_key", "with_key"]
+__all__ = ["JobRecord", "adopt", "find_job_batches", "job_key", "round_of", "shard_key", "with_key"]
 
 
 def job_key(context: Any, sha256: str) -> str:
@@ -55,15 +55,6 @@ def find_job_batches(newest_first: Iterable[Batch], job: str, *, tag: str) -> li
     prefix = f"{job}:"
     found = {batch.id: batch for batch in newest_first if _tagged(batch, prefix, tag)}
     return sorted(found.values(), key=lambda b: (b.created_at or 0, b.id))
-
-
-def results_usable(batch: Batch) -> bool:
-    """Whether a batch's results can be used by the task that finds it: it runs (wait on it), or it ended with
-    files to read. A batch that failed has none; one whose output file is gone is read as far as it exists
-    (its lines without an answer are unrun), never reused as if answered."""
-    if batch.status is BatchStatus.CANCELLING or not batch.status.is_terminal:
-        return True
-    return batch.status is not BatchStatus.FAILED and bool(batch.output_file_id or batch.error_file_id)
 
 
 @dataclass(frozen=True)
