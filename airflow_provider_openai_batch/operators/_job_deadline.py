@@ -19,7 +19,13 @@ __all__ = ["refuse_past", "resolve_job_deadline"]
 
 
 def resolve_job_deadline(
-    context: Any, value: object, on_deadline: str, *, log: logging.Logger | Any, dry_run: bool = False
+    context: Any,
+    value: object,
+    on_deadline: str,
+    *,
+    log: logging.Logger | Any,
+    dry_run: bool = False,
+    now: float | None = None,
 ) -> JobDeadline | None:
     """The rendered ``deadline`` resolved to a moment (a duration counts from the DAG run's start), or ``None``.
 
@@ -31,13 +37,14 @@ def resolve_job_deadline(
     from airflow_provider_openai_batch.job.deadline import deadline_anchor, describe_deadline, resolve_deadline
     from airflow_provider_openai_batch.job.plan import JobDeadline
 
-    at = resolve_deadline(value, anchor=deadline_anchor(context))
+    now = time.time() if now is None else now
+    at = resolve_deadline(value, anchor=deadline_anchor(context, now))
     if at is None:
         return None
     deadline = JobDeadline(at=at, on_deadline=on_deadline)
     log.info("Deadline: %s (on_deadline=%r)", describe_deadline(at), on_deadline)
     if not look_back(context).needed:
-        refuse_past(deadline, dry_run=dry_run)
+        refuse_past(deadline, dry_run=dry_run, now=now)
     return deadline
 
 

@@ -229,6 +229,7 @@ class JobRunner:
         if self.task.deferrable:
             self._defer(self._upload_pending(plan), step)
         from airflow_provider_openai_batch.operators._job_wait import poll_until
+        from airflow_provider_openai_batch.waiting import as_seconds
 
         poll_until(
             step,
@@ -238,6 +239,7 @@ class JobRunner:
             poll_interval=self.task.poll_interval,
             max_consecutive_errors=self.task.max_consecutive_errors,
             requests=plan.requests,
+            timeout=as_seconds(self.task.wait_timeout),
             clock=self.clock,
             sleep=self.sleep,
         )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -202,6 +203,9 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.dry_run_only = dry_run
         self.output_name = output_name
         self.overwrite = overwrite
+        #: the job's clock and its waits in the worker (tests give a clock they control)
+        self._clock: Callable[[], float] = time.time
+        self._sleep: Callable[[float], None] = time.sleep
         self.batch_ids: list[str] = []
 
     @cached_property
@@ -249,7 +253,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         # Everything the client can check is checked before anything is uploaded or billed.
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         deadline = resolve_job_deadline(
-            context, self.deadline, self.on_deadline, log=self.log, dry_run=self.dry_run_only
+            context, self.deadline, self.on_deadline, log=self.log, dry_run=self.dry_run_only, now=self._clock()
         )
         limits = self.limits()
 
@@ -263,7 +267,7 @@ class OpenAIBatchJobOperator(BaseOperator):
                     self.log.info("Dry run: nothing was uploaded and no batch was created")
                     return estimate.to_dict()
             self._claim_destination(context)
-            runner = JobRunner(self, context, Path(work))
+            runner = JobRunner(self, context, Path(work), clock=self._clock, sleep=self._sleep)
             plan, batches = runner.start(split, deadline)
             return runner.run(plan, batches)
 
@@ -300,7 +304,7 @@ class OpenAIBatchJobOperator(BaseOperator):
 
         plan, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
-            return JobRunner(self, context, Path(work)).run(plan, batches)
+            return JobRunner(self, context, Path(work), clock=self._clock, sleep=self._sleep).run(plan, batches)
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""
