@@ -33,6 +33,7 @@ from airflow_provider_openai_batch.job.decide import (
 )
 from airflow_provider_openai_batch.job.record import with_key
 from airflow_provider_openai_batch.outcome import Verdict
+from airflow_provider_openai_batch.waiting import as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
 
 if TYPE_CHECKING:
@@ -42,7 +43,11 @@ if TYPE_CHECKING:
     from airflow_provider_openai_batch.models import Batch
     from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
 
-__all__ = ["JobRunner"]
+__all__ = ["SETTLE_CANCELS_SECONDS", "JobRunner"]
+
+#: Seconds a deferrable job waits in the worker for the batches it just cancelled at its deadline to end,
+#: before it defers (a cancel usually ends in seconds; a defer and an immediate resume cost more).
+SETTLE_CANCELS_SECONDS = 30.0
 
 
 class JobRunner:
@@ -94,6 +99,8 @@ class JobRunner:
             clock=self.clock,
         )
         plan, batches, self.paths = reader.read(split, deadline)
+        if plan.batch_ids:  # the batches earlier tries made (a clear drops the XComs; they are still the job's)
+            self.context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
         return plan, batches
 
     # -- the loop ------------------------------------------------------------------------------
@@ -145,6 +152,10 @@ class JobRunner:
             )
         plan = plan.with_shards([made.get(shard.index, shard) for shard in plan.shards])
         self.context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
+        reused = sum(1 for shard in plan.shards if shard.reused)
+        self.log.info(
+            "Job: %d shard batch(es), %d created, %d reused", len(plan.batch_ids), len(plan.batch_ids) - reused, reused
+        )
         return plan
 
     def _create(self, plan: JobPlan, shard: ShardInfo) -> Batch:
@@ -227,9 +238,27 @@ class JobRunner:
             left = sum(1 for shard in plan.shards if shard.batch_id is None)
             self.log.info("Admission: %d shard(s) wait for capacity (%s)", left, self.policy.limits.describe())
         if self.task.deferrable:
-            self._defer(self._upload_pending(plan), step)
+            if not self._settle_cancels(step, batches):
+                self._defer(self._upload_pending(plan), step)
+            return plan
+        self._poll(step, batches, timeout=as_seconds(self.task.wait_timeout))
+        return plan
+
+    def _settle_cancels(self, step: Wait, batches: dict[str, Batch]) -> bool:
+        """Right after the deadline's cancels, wait here a little for them to end (they usually do in seconds)
+        rather than defer and resume at once: returns whether every batch waited on has ended."""
+        from airflow_provider_openai_batch.models import BatchStatus
+
+        cancelling = [batches[b] for b in step.batch_ids if b in batches]
+        if not cancelling or any(b.status is not BatchStatus.CANCELLING for b in cancelling):
+            return False
+        settle_by = self.clock() + min(SETTLE_CANCELS_SECONDS, 3 * self.task.poll_interval)
+        until = settle_by if step.until is None else min(step.until, settle_by)
+        self._poll(replace(step, until=until), batches, timeout=None)
+        return all(batches[b].status.is_terminal for b in step.batch_ids)
+
+    def _poll(self, step: Wait, batches: dict[str, Batch], *, timeout: float | None) -> None:
         from airflow_provider_openai_batch.operators._job_wait import poll_until
-        from airflow_provider_openai_batch.waiting import as_seconds
 
         poll_until(
             step,
@@ -238,16 +267,14 @@ class JobRunner:
             log=self.log,
             poll_interval=self.task.poll_interval,
             max_consecutive_errors=self.task.max_consecutive_errors,
-            requests=plan.requests,
-            timeout=as_seconds(self.task.wait_timeout),
+            requests=step.plan.requests,
+            timeout=timeout,
             clock=self.clock,
             sleep=self.sleep,
         )
-        return plan
 
     def _defer(self, plan: JobPlan, step: Wait) -> None:
         from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
-        from airflow_provider_openai_batch.waiting import as_seconds
 
         timeout = as_seconds(self.task.wait_timeout)
         self.task.defer(
