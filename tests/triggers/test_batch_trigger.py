@@ -283,14 +283,18 @@ async def test_run_closes_its_client(openai_conn: EmulatorServer, monkeypatch: p
 # -- on_kill ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("state", "map_index"), [("failed", -1), ("success", -1), (None, -1), ("failed", 3)])
+@pytest.mark.parametrize(
+    ("state", "map_index", "try_number"),
+    [("failed", -1, 1), ("success", -1, 1), (None, -1, 1), ("failed", 3, 1), ("scheduled", -1, 2), ("running", 3, 2)],
+)
 async def test_on_kill_cancels_the_batch_when_the_task_was_killed(
-    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int, try_number: int
 ) -> None:
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(openai_conn, batch.id, "in_progress")
     trigger = make_trigger(batch.id, cancel_on_kill=True)
-    asked = task_now(trigger, monkeypatch, state, map_index)  # marked failed / success, or cleared (None)
+    # marked failed / success, or cleared (None; or already scheduled or running again in a new try)
+    asked = task_now(trigger, monkeypatch, state, map_index, try_number=try_number, deferred_try=1)
 
     await trigger.on_kill()
 
@@ -302,14 +306,16 @@ async def test_on_kill_cancels_the_batch_when_the_task_was_killed(
     assert openai_conn.get_batch(batch.id)["status"] in ("cancelling", "cancelled")
 
 
-async def test_on_kill_leaves_the_batch_alone_when_the_task_still_waits(
-    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("state", ["deferred", "scheduled", "queued", "running", "up_for_retry"])
+async def test_on_kill_leaves_the_batch_alone_when_the_task_still_waits_or_resumed(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str
 ) -> None:
-    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one: the task is still deferred.
+    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one: the task is still deferred,
+    # or resumed in the same try from the other copy (after a poll error: the batch still runs).
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(openai_conn, batch.id, "in_progress")
     trigger = make_trigger(batch.id, cancel_on_kill=True)
-    task_now(trigger, monkeypatch, "deferred")
+    task_now(trigger, monkeypatch, state, try_number=2, deferred_try=2)
 
     await trigger.on_kill()
 
