@@ -8,6 +8,18 @@ from typing import Any
 import pytest
 
 
+def _has_try_lookup() -> bool:
+    try:
+        from airflow.sdk.execution_time.comms import GetPreviousTI  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: A test that needs the task's try number read through the Task SDK (``GetPreviousTI``: Airflow 3.2+).
+needs_try_lookup = pytest.mark.skipif(not _has_try_lookup(), reason="Airflow 3.1 has no GetPreviousTI request")
+
+
 class FakeComms:
     """Answers ``GetPreviousTI`` as the triggerer's supervisor would, from ``runs`` (newest first); records requests.
 

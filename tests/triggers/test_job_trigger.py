@@ -13,7 +13,7 @@ from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.batches import invalid_jsonl, new_batch, wait_for_status
-from tests._kit.kill import task_now
+from tests._kit.kill import needs_try_lookup, task_now
 
 POLL = 0.02
 
@@ -233,7 +233,10 @@ async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_ended_af
     assert_still_running(openai_conn, held)
 
 
-@pytest.mark.parametrize(("state", "wake_on_finish"), [("failed", True), ("success", False), ("running", False)])
+@pytest.mark.parametrize(
+    ("state", "wake_on_finish"),
+    [("failed", True), ("success", False), pytest.param("running", False, marks=needs_try_lookup)],
+)
 async def test_on_kill_cancels_the_running_shards_of_a_killed_task(
     openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str, wake_on_finish: bool
 ) -> None:

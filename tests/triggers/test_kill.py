@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_openai_batch.triggers import _kill
 from airflow_provider_openai_batch.triggers._kill import TaskNow, cancel_if_killed, read_task_now
-from tests._kit.kill import FakeComms
+from tests._kit.kill import FakeComms, needs_try_lookup
 
 DEFERRED_TRY = 2
 #: The states a task reaches in the same try by waiting on or resuming.
@@ -238,6 +238,7 @@ def previous_ti(logical_date: datetime | None, map_index: int = -1) -> Any:
     return GetPreviousTI(dag_id="dag", task_id="task", map_index=map_index, logical_date=logical_date)
 
 
+@needs_try_lookup
 async def test_reads_the_state_then_the_try_of_the_trigger_s_own_run(monkeypatch: pytest.MonkeyPatch) -> None:
     asked, comms = sdk(monkeypatch, {"run_2": {"task": "running"}}, [("run_2", DAY2, 2), ("run_1", DAY1, 1)])
 
@@ -246,6 +247,7 @@ async def test_reads_the_state_then_the_try_of_the_trigger_s_own_run(monkeypatch
     assert comms.sent == [previous_ti(None)]
 
 
+@needs_try_lookup
 async def test_pages_back_from_newer_runs_to_the_trigger_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
     runs = [("run_3", DAY3, 1), ("run_2", DAY2, 3), ("run_1", DAY1, 1)]
     _, comms = sdk(monkeypatch, {"run_2": {"task_4": None}}, runs)
@@ -254,6 +256,7 @@ async def test_pages_back_from_newer_runs_to_the_trigger_s_own(monkeypatch: pyte
     assert comms.sent == [previous_ti(None, 4), previous_ti(DAY3, 4)]
 
 
+@needs_try_lookup
 @pytest.mark.parametrize(
     ("runs", "requests"),
     [
@@ -272,6 +275,7 @@ async def test_a_try_number_not_found_is_unknown(
     assert len(comms.sent) == requests
 
 
+@needs_try_lookup
 async def test_without_the_try_request_the_state_still_decides(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk.execution_time import comms
 
