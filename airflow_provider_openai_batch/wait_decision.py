@@ -22,6 +22,7 @@ from airflow_provider_openai_batch.outcome import BatchOutcome, FailedRequestsPo
 
 __all__ = [
     "ENDED",
+    "REQUEUED",
     "TAKEN_OFF",
     "BatchWaitDecision",
     "Finished",
@@ -234,9 +235,9 @@ class KillVerdict(Enum):
     KILLED = "killed"
     #: The same try goes on (a resume, or the task still waits), or nothing can be told: leave the batches alone.
     NOT_KILLED = "not killed"
-    #: Ended in this try: a user's mark, unless another copy of the trigger woke the task, which then ended on
-    #: its own. A killed task only when the trigger's own condition to fire does not hold now.
-    KILLED_UNLESS_WOKEN = "killed unless the trigger may have woken the task"
+    #: Left the deferral by a user's doing, unless another copy of the trigger woke the task: a kill only when
+    #: the trigger's own condition to fire does not hold now.
+    KILLED_UNLESS_WOKEN = "killed unless another copy of the trigger may have woken the task"
 
 
 #: States no resume of the task leads to: it will not run on, by a user's (or the scheduler's) doing.
@@ -244,27 +245,33 @@ class KillVerdict(Enum):
 TAKEN_OFF = frozenset({"None", "skipped", "upstream_failed", "removed"})
 #: States both a user's mark and the task's own end after a resume lead to.
 ENDED = frozenset({"success", "failed"})
+#: States both a resumed task and one a clear re-queued (in a new try) pass through.
+REQUEUED = frozenset({"scheduled", "queued", "running"})
 
 
 def judge_kill(*, state: str | None, try_number: int | None, deferred_try: int | None) -> KillVerdict:
     """Whether a trigger stopped by Airflow means its task instance was killed, from the task instance now.
 
-    A clear starts a new try (the try number moves on once the task is scheduled again); a resume keeps the
+    A clear starts a new try (the try number moves on once the scheduler re-queues the task); a resume keeps the
     try. In the same try, ``deferred``, ``scheduled``, ``queued``, ``running``, ``up_for_reschedule`` and
     ``restarting`` are a task that waits on or resumed: not killed. So is ``up_for_retry``: only the resumed
-    task failing on its own leads there in the same try (no user marks it; Airflow calls no ``on_kill`` on a
-    timed-out trigger), and its retry may reuse the batches. A try number that cannot be read leaves a clear
-    the scheduler already re-queued looking like a resume: not killed.
+    task failing on its own leads there (no user marks it; Airflow calls no ``on_kill`` on a timed-out
+    trigger), and its retry may reuse the batches. ``success`` and ``failed`` are a user's mark or the resumed
+    task's own end: killed unless woken. With the try number unknown, ``scheduled``, ``queued`` and ``running``
+    may be a resume or a clear the scheduler re-queued: killed unless woken too.
 
     :param state: the task instance's state now (``"None"`` once cleared), ``None`` when it is unknown.
     :param try_number: its try number now, ``None`` when it is unknown.
     :param deferred_try: the try number the trigger was deferred under, ``None`` when it is unknown.
     """
-    if try_number is not None and deferred_try is not None and try_number != deferred_try:
-        # A later try: cleared (or retried) since. An earlier one cannot be told apart from a stale record.
-        return KillVerdict.KILLED if try_number > deferred_try else KillVerdict.NOT_KILLED
+    same_try = False
+    if try_number is not None and deferred_try is not None:
+        if try_number != deferred_try:
+            # A later try: cleared (or retried) since. An earlier one cannot be told apart from a stale record.
+            return KillVerdict.KILLED if try_number > deferred_try else KillVerdict.NOT_KILLED
+        same_try = True
     if state in TAKEN_OFF:
         return KillVerdict.KILLED
-    if state in ENDED:
+    if state in ENDED or (state in REQUEUED and not same_try):
         return KillVerdict.KILLED_UNLESS_WOKEN
     return KillVerdict.NOT_KILLED  # the same try goes on, or the state is unknown (or new to this provider)

@@ -240,12 +240,22 @@ IN_THE_SAME_TRY: dict[str | None, KillVerdict] = {
 }
 
 
+#: Where the try number is unknown (no triggerer can read it on Airflow 3.1-3.3), a task the scheduler has again
+#: may have resumed or been cleared and re-queued: killed unless another copy of the trigger may have woken it.
+WITH_THE_TRY_UNKNOWN = IN_THE_SAME_TRY | {state: UNLESS_WOKEN for state in ("scheduled", "queued", "running")}
+
+
 @pytest.mark.parametrize("state", list(IN_THE_SAME_TRY))
-@pytest.mark.parametrize(("try_number", "deferred_try"), [(2, 2), (None, 2), (2, None), (None, None)])
-def test_in_the_same_try_or_an_unknown_one_the_state_decides(
+def test_in_the_same_try_the_state_decides(state: str | None) -> None:
+    assert judge_kill(state=state, try_number=2, deferred_try=2) is IN_THE_SAME_TRY[state]
+
+
+@pytest.mark.parametrize("state", list(WITH_THE_TRY_UNKNOWN))
+@pytest.mark.parametrize(("try_number", "deferred_try"), [(None, 2), (2, None), (None, None)])
+def test_with_a_try_unknown_a_re_queued_task_is_killed_unless_woken(
     state: str | None, try_number: int | None, deferred_try: int | None
 ) -> None:
-    assert judge_kill(state=state, try_number=try_number, deferred_try=deferred_try) is IN_THE_SAME_TRY[state]
+    assert judge_kill(state=state, try_number=try_number, deferred_try=deferred_try) is WITH_THE_TRY_UNKNOWN[state]
 
 
 @pytest.mark.parametrize("state", list(IN_THE_SAME_TRY))

@@ -4,21 +4,24 @@ Airflow 3.3 calls a trigger's ``on_kill`` when a user marks its deferred task fa
 and on the same path when this triggerer lost the trigger to another one (missed heartbeats, HA pairs,
 rolling restarts). The other copy may have fired meanwhile (a batch ended, a shard ended under admission, a
 back-off or deadline came): the task then resumed in the same try, and may even have ended on its own. So
-``on_kill`` reads the task instance's state and try number now and
-:func:`~airflow_provider_openai_batch.wait_decision.judge_kill` decides:
+``on_kill`` reads the task instance now and :func:`~airflow_provider_openai_batch.wait_decision.judge_kill`
+decides:
 
-* a new try number, a cleared state, ``skipped``/``upstream_failed``/``removed``: killed;
-* the same try waiting, scheduled, queued, running, re-deferred or up for retry: a resume, not a kill;
-* ``failed``/``success`` in the same try are what a user's mark leaves, and also what a resumed task leaves
-  when it ends on its own (a job fails on a failed shard and leaves the other shards for a retry to reuse).
-  A user marks a task only while it waits here, and then this trigger's own condition to fire does not hold
-  (or it would have fired, within one poll): so it is a kill unless that condition holds now (read from the
-  service), when another copy may have woken the task. A trigger without such a check (one batch) cancels,
-  and skips a batch that ended, which is its only condition to fire but an error.
+* cleared (``None``), ``skipped``/``upstream_failed``/``removed``, or a new try number: killed;
+* still deferred (here or again), up for retry, or resumed in the same try: not a kill;
+* ``failed``/``success`` are what a user's mark leaves, and also what a resumed task leaves when it ends on its
+  own (a job fails on a failed shard and leaves the other shards for a retry to reuse); ``scheduled``,
+  ``queued`` and ``running`` are a resume, or a clear the scheduler already re-queued in a new try. A user acts
+  on the task while it waits here, when this trigger's own condition to fire does not hold (or it would have
+  fired, within one poll); a resume needs a copy that fired, when it does hold, and it still does (batches do
+  not leave a terminal status, a wake-up time stays past). So these are a kill unless that condition holds
+  now, read from the service (``may_have_fired``). A trigger without such a check (one batch) cancels, and its
+  cancel skips a batch that ended: its one condition to fire but giving up on poll errors.
 
-The try number comes from the Task SDK's ``GetPreviousTI`` request (Airflow 3.2+, newest dag run first);
-where it cannot be read (3.1, a run not found within :data:`TRY_LOOKUP_RUNS`), a clear the scheduler already
-re-queued looks like a resume and is left alone with a warning. A state that cannot be read cancels nothing.
+The try number now would tell a re-queued clear from a resume at once, but a triggerer cannot read it on
+Airflow 3.1 to 3.3: the task-state request answers states only, and ``GetPreviousTI``'s answer is not among the
+messages the trigger runner accepts. :class:`TaskNow` carries it for when one can. A state that cannot be read
+cancels nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +34,10 @@ from typing import Any
 from airflow_provider_openai_batch.models import BatchStatus
 from airflow_provider_openai_batch.wait_decision import KillVerdict, judge_kill
 
-__all__ = ["STATE_LOOKUP_TIMEOUT", "TRY_LOOKUP_RUNS", "TaskNow", "cancel_if_killed", "cancel_running", "read_task_now"]
+__all__ = ["STATE_LOOKUP_TIMEOUT", "TaskNow", "cancel_if_killed", "cancel_running", "read_task_now"]
 
-#: Seconds ``on_kill`` waits for the task instance's state (and again for its try number) before giving up on it.
+#: Seconds ``on_kill`` waits for the task instance's state before it leaves the batches alone.
 STATE_LOOKUP_TIMEOUT = 60.0
-#: Dag runs of the task, newest first, the try-number lookup pages through to find the trigger's own.
-TRY_LOOKUP_RUNS = 10
 #: The on_kill work in flight (a reference keeps a shielded task from being garbage-collected).
 _SHIELDED: set[asyncio.Future[None]] = set()
 
@@ -46,7 +47,7 @@ class TaskNow:
     """A task instance as the API server reports it now.
 
     :param state: its state (``"None"`` once cleared), ``None`` when it could not be read.
-    :param try_number: its try number, ``None`` when it could not be read.
+    :param try_number: its try number, ``None`` when it could not be read (no triggerer can, on Airflow 3.1-3.3).
     :param problem: why something could not be read, for the log.
     """
 
@@ -97,15 +98,15 @@ async def _check_then_cancel(
     why = _describe(now, deferred_try)
     if verdict is KillVerdict.KILLED_UNLESS_WOKEN and may_have_fired is not None:
         try:
-            fired = await may_have_fired()
+            fired, woke = await may_have_fired(), "another copy of this trigger may have fired and woken it"
         except Exception as exc:  # cannot tell: never cancel what no one may have asked to cancel
-            fired, why = True, f"{why}, and whether it was woken could not be read ({type(exc).__name__}: {exc})"
+            fired, woke = True, f"whether another copy woke it could not be read ({type(exc).__name__}: {exc})"
         if fired:
-            verdict, why = KillVerdict.NOT_KILLED, f"{why}, after a wake-up another copy of this trigger may have fired"
+            verdict, why = KillVerdict.NOT_KILLED, f"{why}; {woke}"
     if verdict is KillVerdict.NOT_KILLED:
         trigger.log.warning(
-            "Trigger for %s stopped here, but %s: not cancelling (a task that resumed from a copy of this trigger "
-            "on another triggerer, or still waits there, was not killed)",
+            "Trigger for %s stopped here, but %s: not cancelling (only a clear, a new try or a user's mark is a "
+            "kill; a resume of the same try from another triggerer's copy is not)",
             what,
             why,
         )
@@ -162,11 +163,10 @@ async def cancel_running(hook: Any, batch_ids: Iterable[str], why: str, log: Any
 
 
 async def read_task_now(trigger: Any) -> TaskNow:
-    """The state and try number of the task instance deferred on ``trigger``, read now through the Task SDK.
+    """The state of the task instance deferred on ``trigger``, read now through the Task SDK (no try number).
 
-    Each is read in its own thread (not asgiref's one shared thread, which other sync calls may hold), and
-    bounded by :data:`STATE_LOOKUP_TIMEOUT`: on SQLite the triggerer can take ~25 s to answer. A try number
-    that cannot be read is ``None``; a state that cannot be read raises.
+    Read in its own thread (not asgiref's one shared thread, which other sync calls may hold), and bounded by
+    :data:`STATE_LOOKUP_TIMEOUT`: on SQLite the triggerer can take ~25 s to answer. A failed read raises.
 
     :param trigger: the trigger; a :class:`TaskNow` of nothing when it runs without a task instance.
     """
@@ -188,38 +188,4 @@ async def read_task_now(trigger: Any) -> TaskNow:
     in_run = states.get(ti.run_id, {})
     if key not in in_run:
         return TaskNow(None, problem="the task instance was not found")
-    try:
-        try_now = await asyncio.wait_for(
-            sync_to_async(_try_number_now, thread_sensitive=False)(ti, map_index), timeout=STATE_LOOKUP_TIMEOUT
-        )
-    except Exception:  # the state alone decides then
-        try_now = None
-    return TaskNow(str(in_run[key]), try_now)
-
-
-def _try_number_now(ti: Any, map_index: int) -> int | None:
-    """The task instance's try number now, from ``GetPreviousTI`` (Airflow 3.2+); ``None`` when not found.
-
-    The request knows no run id: it answers the task's instance of the newest dag run before a logical date.
-    Paged from the newest run back, the trigger's own run is usually the first; a run without a logical date
-    can be paged past by none, so only the first answer may be it.
-    """
-    try:
-        from airflow.sdk.execution_time import task_runner
-        from airflow.sdk.execution_time.comms import GetPreviousTI
-    except ImportError:  # Airflow 3.1 has no such request
-        return None
-    before = None
-    for _ in range(TRY_LOOKUP_RUNS):
-        answer = task_runner.SUPERVISOR_COMMS.send(
-            GetPreviousTI(dag_id=ti.dag_id, task_id=ti.task_id, map_index=map_index, logical_date=before)
-        )
-        found = getattr(answer, "task_instance", None)
-        if found is None:
-            return None
-        if found.run_id == ti.run_id:
-            return int(found.try_number)
-        if found.logical_date is None:
-            return None
-        before = found.logical_date
-    return None
+    return TaskNow(str(in_run[key]))

@@ -13,7 +13,7 @@ from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.triggers.batch import EVENT_ERROR, EVENT_TERMINAL
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.batches import invalid_jsonl, new_batch, wait_for_status
-from tests._kit.kill import needs_try_lookup, task_now
+from tests._kit.kill import task_now
 
 POLL = 0.02
 
@@ -199,7 +199,7 @@ async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_resumed_task_runni
     wait_for_status(openai_conn, done, "completed")
     held = running_batches(openai_conn, 2)
     trigger = make_trigger([done, *held], cancel_on_kill=True, wake_on_finish=True)
-    task_now(trigger, monkeypatch, state, try_number=2, deferred_try=2)
+    task_now(trigger, monkeypatch, state, deferred_try=2)
 
     await trigger.on_kill()
 
@@ -207,12 +207,12 @@ async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_resumed_task_runni
 
 
 @pytest.mark.parametrize("wake", ["failed_shard", "wake_on_finish", "wake_at"])
-@pytest.mark.parametrize("state", ["failed", "success"])
-async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_ended_after_a_wake_up(
+@pytest.mark.parametrize("state", ["failed", "success", "running"])
+async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_resumed_after_a_wake_up(
     openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, wake: str, state: str
 ) -> None:
     # The other copy fired (a shard failed, one ended under admission, a back-off or the deadline came); the task
-    # resumed and ended on its own in the same try, leaving the shards still running for a retry or a clear.
+    # resumed in the same try and runs, or ended on its own, leaving the shards running for a retry or a clear.
     held = running_batches(openai_conn, 2)
     kwargs: dict[str, Any] = {"cancel_on_kill": True}
     others: list[str] = []
@@ -226,25 +226,22 @@ async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_ended_af
     else:
         kwargs["wake_at"] = 1.0  # long past
     trigger = make_trigger([*others, *held], **kwargs)
-    task_now(trigger, monkeypatch, state, try_number=1, deferred_try=1)
+    task_now(trigger, monkeypatch, state)
 
     await trigger.on_kill()
 
     assert_still_running(openai_conn, held)
 
 
-@pytest.mark.parametrize(
-    ("state", "wake_on_finish"),
-    [("failed", True), ("success", False), pytest.param("running", False, marks=needs_try_lookup)],
-)
+@pytest.mark.parametrize(("state", "wake_on_finish"), [("failed", True), ("success", False), ("running", True)])
 async def test_on_kill_cancels_the_running_shards_of_a_killed_task(
     openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str, wake_on_finish: bool
 ) -> None:
     # Marked failed or success while every shard ran (nothing for any copy to fire on), or cleared and running
-    # again in a new try: the same admission trigger now cancels.
+    # again in a new try (no copy fired to resume it): the same admission trigger now cancels.
     held = running_batches(openai_conn, 2)
     trigger = make_trigger(held, cancel_on_kill=True, wake_on_finish=wake_on_finish)
-    task_now(trigger, monkeypatch, state, try_number=3 if state == "running" else 2, deferred_try=2)
+    task_now(trigger, monkeypatch, state, deferred_try=2)
 
     await trigger.on_kill()
 

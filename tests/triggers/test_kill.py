@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 
 from airflow_provider_openai_batch.triggers import _kill
 from airflow_provider_openai_batch.triggers._kill import TaskNow, cancel_if_killed, read_task_now
-from tests._kit.kill import FakeComms, needs_try_lookup
 
 DEFERRED_TRY = 2
 #: The states a task reaches in the same try by waiting on or resuming.
@@ -86,7 +84,7 @@ async def on_kill(trigger: FakeTrigger, now: TaskNow | Exception, *, fired: bool
         ),
         # E.g. a shard failed: the other copy fired, the job failed on its own and left the other shards running.
         *(
-            (state, True, 1, "another copy of this trigger may have fired: not cancelling")
+            (state, True, 1, "; another copy of this trigger may have fired and woken it: not cancelling")
             for state in ["failed", "success"]
         ),
     ],
@@ -135,7 +133,7 @@ async def test_an_end_whose_wake_up_cannot_be_read_cancels_nothing(caplog: pytes
         await on_kill(trigger, TaskNow("failed", DEFERRED_TRY), fired=RuntimeError("503"))
 
     assert trigger.cancelled == []
-    assert "whether it was woken could not be read (RuntimeError: 503)" in caplog.text
+    assert "; whether another copy woke it could not be read (RuntimeError: 503): not" in caplog.text
 
 
 async def test_a_trigger_without_a_wake_up_check_cancels_on_an_end_in_the_same_try() -> None:
@@ -147,22 +145,25 @@ async def test_a_trigger_without_a_wake_up_check_cancels_on_an_end_in_the_same_t
 
 
 @pytest.mark.parametrize("state", ["scheduled", "queued", "running"])
-async def test_without_a_try_number_a_re_queued_task_counts_as_resumed(
-    state: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(("fired", "cancelled"), [(True, False), (False, True), (None, True)])
+async def test_without_a_try_number_a_re_queued_task_is_a_clear_unless_a_copy_may_have_woken_it(
+    state: str, fired: bool | None, cancelled: bool
 ) -> None:
+    # The try number cannot be read in a triggerer: a resume needs a copy of the trigger that fired; with none, a
+    # clear re-queued the task. A trigger with no check (one batch) cancels, and skips a batch that ended.
     trigger = FakeTrigger()
-    with caplog.at_level(logging.WARNING, "test_kill"):
-        await on_kill(trigger, TaskNow(state, None))
+    await on_kill(trigger, TaskNow(state), fired=fired)
 
-    assert trigger.cancelled == []
-    assert f"its task is {state} (try number unknown; deferred in try 2)" in caplog.text
+    assert trigger.cancelled == ([f"its task is {state} (try number unknown; deferred in try 2)"] if cancelled else [])
+    assert trigger.fired_asks == (fired is not None)
 
 
 @pytest.mark.parametrize("deferred_try", [None, "2", True])
 async def test_a_trigger_whose_own_try_is_unknown_judges_by_the_state(deferred_try: Any) -> None:
+    # A try number now, 7, cannot be compared with it: no new try is seen, the state and the wake-up decide.
     trigger = FakeTrigger(deferred_try)
-    await on_kill(trigger, TaskNow("running", 7))
-    assert trigger.cancelled == []
+    await on_kill(trigger, TaskNow("running", 7), fired=True)
+    assert trigger.cancelled == [] and trigger.fired_asks == 1
 
     await on_kill(trigger, TaskNow("None", 7))
     assert trigger.cancelled == ["its task is None (try 7; deferred in try None)"]
@@ -209,15 +210,10 @@ async def test_the_check_and_the_cancel_outlive_a_cancelled_on_kill() -> None:
     assert not _kill._SHIELDED
 
 
-# -- read_task_now: the exact Task SDK requests ------------------------------------------------------------------
-
-DAY1, DAY2, DAY3 = (datetime(2026, 1, day, tzinfo=timezone.utc) for day in (1, 2, 3))
+# -- read_task_now: the exact Task SDK request ---------------------------------------------------------------------
 
 
-def sdk(
-    monkeypatch: pytest.MonkeyPatch, states: dict[str, dict[str, Any]], runs: list[tuple[str, Any, int]]
-) -> tuple[list[dict[str, Any]], FakeComms]:
-    from airflow.sdk.execution_time import task_runner
+def sdk(monkeypatch: pytest.MonkeyPatch, states: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     asked: list[dict[str, Any]] = []
@@ -226,80 +222,41 @@ def sdk(
         asked.append(query)
         return states
 
-    comms = FakeComms(runs)
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
-    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
-    return asked, comms
+    return asked
 
 
-def previous_ti(logical_date: datetime | None, map_index: int = -1) -> Any:
-    from airflow.sdk.execution_time.comms import GetPreviousTI
-
-    return GetPreviousTI(dag_id="dag", task_id="task", map_index=map_index, logical_date=logical_date)
-
-
-@needs_try_lookup
-async def test_reads_the_state_then_the_try_of_the_trigger_s_own_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    asked, comms = sdk(monkeypatch, {"run_2": {"task": "running"}}, [("run_2", DAY2, 2), ("run_1", DAY1, 1)])
-
-    assert await read_task_now(FakeTrigger()) == TaskNow("running", 2)
-    assert asked == [{"dag_id": "dag", "task_ids": ["task"], "run_ids": ["run_2"], "map_index": None}]
-    assert comms.sent == [previous_ti(None)]
-
-
-@needs_try_lookup
-async def test_pages_back_from_newer_runs_to_the_trigger_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = [("run_3", DAY3, 1), ("run_2", DAY2, 3), ("run_1", DAY1, 1)]
-    _, comms = sdk(monkeypatch, {"run_2": {"task_4": None}}, runs)
-
-    assert await read_task_now(FakeTrigger(map_index=4)) == TaskNow("None", 3)  # cleared, as the SDK reports it
-    assert comms.sent == [previous_ti(None, 4), previous_ti(DAY3, 4)]
-
-
-@needs_try_lookup
 @pytest.mark.parametrize(
-    ("runs", "requests"),
-    [
-        ([("run_9", DAY3, 1)], 2),  # the run is not there
-        ([("run_9", None, 1), ("run_2", DAY2, 2)], 1),  # a run without a logical date cannot be paged past
-        ([(f"run_{9 + day}", datetime(2026, 2, 28 - day, tzinfo=timezone.utc), 1) for day in range(20)], 3),
-    ],
+    ("map_index", "key", "asked_index"), [(-1, "task", None), (4, "task_4", 4), (None, "task", None)]
 )
-async def test_a_try_number_not_found_is_unknown(
-    monkeypatch: pytest.MonkeyPatch, runs: list[tuple[str, Any, int]], requests: int
+async def test_reads_the_state_of_the_trigger_s_own_task_instance(
+    monkeypatch: pytest.MonkeyPatch, map_index: int | None, key: str, asked_index: int | None
 ) -> None:
-    monkeypatch.setattr(_kill, "TRY_LOOKUP_RUNS", 3)
-    _, comms = sdk(monkeypatch, {"run_2": {"task": "running"}}, runs)
+    asked = sdk(monkeypatch, {"run_2": {key: "running", "other": "failed"}, "run_1": {key: "failed"}})
 
-    assert await read_task_now(FakeTrigger()) == TaskNow("running", None)
-    assert len(comms.sent) == requests
-
-
-@needs_try_lookup
-async def test_without_the_try_request_the_state_still_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk.execution_time import comms
-
-    _, fake = sdk(monkeypatch, {"run_2": {"task": "failed"}}, [("run_2", DAY2, 2)])
-    monkeypatch.delattr(comms, "GetPreviousTI")  # Airflow 3.1
-
-    assert await read_task_now(FakeTrigger()) == TaskNow("failed", None)
-    assert fake.sent == []
+    assert await read_task_now(FakeTrigger(map_index=map_index)) == TaskNow("running")  # type: ignore[arg-type]
+    assert asked == [{"dag_id": "dag", "task_ids": ["task"], "run_ids": ["run_2"], "map_index": asked_index}]
 
 
-async def test_a_failing_try_request_leaves_the_try_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    _, comms = sdk(monkeypatch, {"run_2": {"task": "queued"}}, [])
-
-    def broken(msg: Any) -> Any:
-        raise RuntimeError("supervisor gone")
-
-    monkeypatch.setattr(comms, "send", broken)
-    assert await read_task_now(FakeTrigger()) == TaskNow("queued", None)
+async def test_a_cleared_task_instance_reads_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    sdk(monkeypatch, {"run_2": {"task": None}})
+    assert await read_task_now(FakeTrigger()) == TaskNow("None")
 
 
 async def test_a_task_instance_not_found_or_absent_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    _, comms = sdk(monkeypatch, {"run_2": {"other_task": "failed"}}, [("run_2", DAY2, 2)])
+    sdk(monkeypatch, {"run_2": {"other_task": "failed"}})
 
     assert await read_task_now(FakeTrigger()) == TaskNow(None, problem="the task instance was not found")
-    assert comms.sent == []
     no_ti = SimpleNamespace(task_instance=None)
     assert await read_task_now(no_ti) == TaskNow(None, problem="the trigger runs without a task instance")
+
+
+async def test_a_failing_read_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    def broken(**_: Any) -> Any:
+        raise RuntimeError("API server unreachable")
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(broken))
+    with pytest.raises(RuntimeError, match="unreachable"):
+        await read_task_now(FakeTrigger())
