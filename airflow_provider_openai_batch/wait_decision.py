@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, auto
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.models import Batch
@@ -232,12 +232,12 @@ class KillVerdict(Enum):
     """What a trigger's ``on_kill`` makes of its task instance as it is now (see :func:`judge_kill`)."""
 
     #: Cleared, marked or otherwise taken off this try by a user: cancel.
-    KILLED = "killed"
+    KILLED = auto()
     #: The same try goes on (a resume, or the task still waits), or nothing can be told: leave the batches alone.
-    NOT_KILLED = "not killed"
+    NOT_KILLED = auto()
     #: Left the deferral by a user's doing, unless another copy of the trigger woke the task: a kill only when
     #: the trigger's own condition to fire does not hold now.
-    KILLED_UNLESS_WOKEN = "killed unless another copy of the trigger may have woken the task"
+    KILLED_UNLESS_WOKEN = auto()
 
 
 #: States no resume of the task leads to: it will not run on, by a user's (or the scheduler's) doing.

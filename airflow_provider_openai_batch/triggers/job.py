@@ -209,9 +209,10 @@ class OpenAIBatchJobTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Cancel every shard batch not known to be finished when a user kills the deferred task (3.3+).
 
-        Not when this triggerer merely lost the trigger to another one while the task still waits there or
-        resumed in the same try, nor when the task ended in that try after a wake-up another copy of this
-        trigger may have fired (see :mod:`~airflow_provider_openai_batch.triggers._kill`).
+        Not when this triggerer merely lost the trigger to another one while the task still waits there, nor
+        when the task resumed (and runs, or ended on its own) after a wake-up another copy of this trigger may
+        have fired: a shard ended or failed, or ``wake_at`` passed (see
+        :mod:`~airflow_provider_openai_batch.triggers._kill`).
         """
         if self.cancel_on_kill:
             await cancel_if_killed(
