@@ -167,14 +167,13 @@ def test_a_stale_copy_of_a_job_trigger_leaves_the_shards_of_a_task_that_resumed_
     finally:
         airflow.thaw_emulator()
     wait_until(airflow, lambda: re.search(r"not cancelling|cancel requested", logs()) is not None, 120)
-    ti = airflow.task_instance(JOB, run_id, task)
-    assert ti["try_number"] == 1, ti
-    text = logs()
-    assert "deferred in try 1)" in text and "not cancelling" in text, text[-3000:]
-    assert "cancel requested for batch" not in text
-    assert [line for line in airflow.emulator_log() if "/cancel" in line] == []
+    decisions = [line for line in logs().splitlines() if "not cancelling" in line or "cancel requested" in line]
+    assert [line for line in airflow.emulator_log() if "/cancel" in line] == [], decisions
     shards = [b for b in airflow.emulator_batches() if b["metadata"].get("emulator") == "slow"]
     running = [b for b in shards if b["status"] != "failed"]
     assert len(shards) == 4 and len(running) == 3, shards
     assert all(b["status"] in {"in_progress", "finalizing", "completed"} for b in running), running
     assert all(b.get("cancelling_at") is None for b in shards)
+    assert airflow.task_instance(JOB, run_id, task)["try_number"] == 1  # a resume of the same try
+    # The stale copy's own word (in its trigger log and the triggerer's): not a kill.
+    assert decisions and all("not cancelling" in line and "deferred in try 1)" in line for line in decisions)
