@@ -162,23 +162,24 @@ class OpenAIBatchJobTrigger(BaseTrigger):
         return failed or woken or finished == len(self.batch_ids)
 
     async def _may_have_fired(self) -> bool:
-        """Whether the trigger's condition to fire holds now, its batches read from the service.
-
-        Then another copy of it (on another triggerer) may have fired, and the task resumed and ended on its own.
+        """Whether the trigger's condition to fire holds now, its unfinished batches read from the service (until
+        it does). Then another copy of it (on another triggerer) may have fired: the task resumed in the same try,
+        and runs or ended on its own.
         """
         ended, failed = len(self._finished), False
-        if not self._fires(finished=ended, failed=failed, now=time.time()):
-            hook = self._hook()
-            try:
-                for batch_id in self.batch_ids:
-                    if batch_id not in self._finished:
-                        status = (await hook.aretrieve_batch(batch_id)).status
-                        if status.is_terminal:
-                            ended += 1
-                            failed = failed or status is BatchStatus.FAILED
-            finally:
-                await hook.aclose()
-        return self._fires(finished=ended, failed=failed, now=time.time())
+        if self._fires(finished=ended, failed=failed, now=time.time()):
+            return True
+        hook = self._hook()
+        try:
+            for batch_id in [b for b in self.batch_ids if b not in self._finished]:
+                status = (await hook.aretrieve_batch(batch_id)).status
+                if status.is_terminal:
+                    ended, failed = ended + 1, failed or status is BatchStatus.FAILED
+                    if self._fires(finished=ended, failed=failed, now=time.time()):
+                        return True
+        finally:
+            await hook.aclose()
+        return False
 
     def _terminal(self, latest: Mapping[str, Batch]) -> TriggerEvent:
         batches = [b.to_dict() for b in latest.values()]

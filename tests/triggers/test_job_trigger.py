@@ -227,9 +227,12 @@ async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_resumed_
         kwargs["wake_at"] = 1.0  # long past
     trigger = make_trigger([*others, *held], **kwargs)
     task_now(trigger, monkeypatch, state)
+    openai_conn.reset_counters()
 
     await trigger.on_kill()
 
+    # Read until the condition to fire holds: the ended shard (listed first) only, or none once wake_at passed.
+    assert openai_conn.counters["GET /v1/batches/{id}"] == len(others)
     assert_still_running(openai_conn, held)
 
 
