@@ -258,18 +258,16 @@ def judge_kill(*, state: str | None, try_number: int | None, deferred_try: int |
     task failing on its own leads there (no user marks it; Airflow calls no ``on_kill`` on a timed-out
     trigger), and its retry may reuse the batches. ``success`` and ``failed`` are a user's mark or the resumed
     task's own end: killed unless woken. With the try number unknown, ``scheduled``, ``queued`` and ``running``
-    may be a resume or a clear the scheduler re-queued: killed unless woken too.
+    may be a resume or a clear the scheduler re-queued: killed unless woken too. An earlier try number than the
+    trigger's (only a stale record reads so) counts as unknown.
 
     :param state: the task instance's state now (``"None"`` once cleared), ``None`` when it is unknown.
     :param try_number: its try number now, ``None`` when it is unknown.
     :param deferred_try: the try number the trigger was deferred under, ``None`` when it is unknown.
     """
-    same_try = False
-    if try_number is not None and deferred_try is not None:
-        if try_number != deferred_try:
-            # A later try: cleared (or retried) since. An earlier one cannot be told apart from a stale record.
-            return KillVerdict.KILLED if try_number > deferred_try else KillVerdict.NOT_KILLED
-        same_try = True
+    if try_number is not None and deferred_try is not None and try_number > deferred_try:
+        return KillVerdict.KILLED  # a later try: cleared (or retried) since
+    same_try = try_number is not None and try_number == deferred_try  # an earlier try counts as unknown
     if state in TAKEN_OFF:
         return KillVerdict.KILLED
     if state in ENDED or (state in REQUEUED and not same_try):
