@@ -10,7 +10,7 @@ past the deadline) finds every batch of the job the same way, reads their output
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -98,10 +98,13 @@ def round_of(batch: Batch, *, tag: str) -> int:
     return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else 0
 
 
-def adopt(found: Sequence[Batch], *, tag: str) -> list[ShardInfo]:
+def adopt(found: Sequence[Batch], *, tag: str, sizes: Mapping[str, int] | None = None) -> list[ShardInfo]:
     """Shards standing for batches an earlier try made, so that this try waits on, merges and reports them.
 
     A batch that failed (validation or capacity) holds no results and is left out: its lines are unrun.
+
+    :param sizes: the bytes of the input files read, by batch id: a running batch's counts toward the enqueued
+        token limit as the shards of this try do.
     """
     shards = []
     for index, batch in enumerate(b for b in found if b.status is not BatchStatus.FAILED):
@@ -113,7 +116,7 @@ def adopt(found: Sequence[Batch], *, tag: str) -> list[ShardInfo]:
                 first_line=0,
                 last_line=0,
                 requests=counts.total,
-                bytes=0,
+                bytes=(sizes or {}).get(batch.id, 0),
                 embedding_inputs=0,
                 batch_id=batch.id,
                 reused=True,

@@ -63,10 +63,10 @@ def test_adopted_batches_stand_for_shards_and_failed_ones_are_left_out() -> None
         batch("b2", "k:t1g0:0:1", status="failed"),
         batch("b3", "k:t1g0:1:2", status="in_progress"),
     ]
-    shards = adopt(found, tag=TAG)
-    assert [(s.index, s.batch_id, s.round, s.reused, s.requests) for s in shards] == [
-        (0, "b1", 0, True, 4),
-        (1, "b3", 1, True, 4),
+    shards = adopt(found, tag=TAG, sizes={"b3": 1234})  # a running batch's input size counts toward admission
+    assert [(s.index, s.batch_id, s.round, s.reused, s.requests, s.bytes) for s in shards] == [
+        (0, "b1", 0, True, 4, 0),
+        (1, "b3", 1, True, 4, 1234),
     ]
 
 
