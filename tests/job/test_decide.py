@@ -6,6 +6,7 @@ Each case gives a plan (its shards, their batches, the deadline), the batches as
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import replace
 from typing import Any
@@ -29,7 +30,7 @@ from airflow_provider_openai_batch.job.decide import (
 )
 from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.plan import JobDeadline, JobPlan, ShardInfo
-from airflow_provider_openai_batch.job.verdict import JobReason
+from airflow_provider_openai_batch.job.verdict import JobOutcome, JobReason
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.outcome import Verdict
 from tests._kit.batches import batch, by_id
@@ -90,6 +91,33 @@ def step_of(
     rules: JobPolicy | None = None,
 ) -> Step:
     return decide(plan, by_id(*batches), merged=merged, now=now, policy=rules or policy())
+
+
+def test_the_policy_defaults_are_the_operators() -> None:
+    assert JobPolicy() == JobPolicy(
+        max_resubmits=0, allow_partial=False, max_failed_requests=None, limits=EnqueuedLimits(), poll_interval=60.0
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        JobPolicy(),
+        facts(1),
+        Cancel(job(), (), 0),
+        Submit(job(), ()),
+        Wait(job(), (), None, wake_on_finish=False),
+        Merge(job(), resubmit=False),
+        Resubmit(job()),
+        Finish(job(), JobOutcome(Verdict.FAIL, JobReason.CAPACITY, "full"), retryable=True),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_steps_and_policy_are_values_no_one_changes(value: Any) -> None:
+    """The runner carries a step out; it cannot edit the decision (a new plan comes from a new decision)."""
+    field = dataclasses.fields(value)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(value, field, None)
 
 
 # -- 1. The deadline ------------------------------------------------------------------------------------------
@@ -251,9 +279,10 @@ def test_the_capacity_message_names_a_shard_without_a_model() -> None:
 
 def test_a_later_rounds_capacity_failure_without_its_file_ends_the_job_retryably() -> None:
     """Its lines' file is gone after the merge: it cannot be made again within this try; a retry can."""
-    plan = job(shard(0, "b0"), shard(1, "b1", round=1), first_round=0)
+    plan = job(shard(0, "b0"), shard(1, "b1", round=1, capacity_retries=2), first_round=0)
     step = step_of(plan, done("b0"), full("b1"), now=100, rules=policy(max_resubmits=1))
     assert isinstance(step, Finish) and step.retryable and step.outcome.reason is JobReason.CAPACITY
+    assert "Shard 1 (batch b1) failed for capacity 3 times" in step.outcome.message
 
 
 def test_a_capacity_failure_past_a_hit_deadline_is_given_up() -> None:
@@ -399,6 +428,7 @@ def test_a_batch_id_not_seen_is_neither_waited_on_nor_judged() -> None:
         (2, 2, 1, True),  # ... one of its own, counted from the round it started at
         (2, 3, 1, False),
         (1, 3, 3, True),
+        (0, 2, 1, False),  # more rounds than this try allows (a plan from a try with a higher max_resubmits)
     ],
     ids=lambda v: str(v),
 )
@@ -616,7 +646,10 @@ def test_decide_is_total_one_step_for_every_plan_status_clock_and_policy() -> No
         if isinstance(step, Submit):
             assert step.shards and all(s.batch_id is None and (s.not_before or 0) <= now for s in step.shards), case
         if isinstance(step, Wait):
-            assert set(step.batch_ids) <= running and (step.batch_ids or step.wake_on_finish or step.until), case
+            # A wait on no batch must end by the clock, or nothing would ever wake the task.
+            assert set(step.batch_ids) <= running and (step.batch_ids or step.until is not None), case
+            if not past:  # woken by any batch's end exactly when a shard waits for room
+                assert step.wake_on_finish is any(s.batch_id is None for s in step.plan.shards), case
             assert step.until is None or step.until > now, case
         if isinstance(step, Finish):
             assert step.retryable is (step.outcome.reason is JobReason.CAPACITY), case
