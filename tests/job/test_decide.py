@@ -279,10 +279,10 @@ def test_the_capacity_message_names_a_shard_without_a_model() -> None:
 
 def test_a_later_rounds_capacity_failure_without_its_file_ends_the_job_retryably() -> None:
     """Its lines' file is gone after the merge: it cannot be made again within this try; a retry can."""
-    plan = job(shard(0, "b0"), shard(1, "b1", round=1, capacity_retries=2), first_round=0)
+    plan = job(shard(0, "b0"), shard(1, "b1", round=1, capacity_retries=1), first_round=0)
     step = step_of(plan, done("b0"), full("b1"), now=100, rules=policy(max_resubmits=1))
     assert isinstance(step, Finish) and step.retryable and step.outcome.reason is JobReason.CAPACITY
-    assert "Shard 1 (batch b1) failed for capacity 3 times" in step.outcome.message
+    assert "Shard 1 (batch b1) failed for capacity 2 times" in step.outcome.message
 
 
 def test_a_capacity_failure_past_a_hit_deadline_is_given_up() -> None:
