@@ -34,7 +34,10 @@ def http(status: int, error: object = None) -> bytes:
     ("line", "code", "kind", "within_try"),
     [
         # The service failed it for a passing reason: a round of the same try runs it again.
-        *((error_line(code), code, LineKind.RETRYABLE, True) for code in sorted(RETRYABLE_CODES)),
+        *(
+            (error_line(code), code, LineKind.RETRYABLE, True)
+            for code in ("rate_limit_exceeded", "server_error", "internal_error", "timeout", "service_unavailable")
+        ),
         (http(429, {"type": "requests", "code": None}), "requests", LineKind.RETRYABLE, True),
         (
             http(429, {"type": "insufficient_quota", "code": "insufficient_quota"}),
@@ -102,12 +105,39 @@ def test_what_each_error_line_means(line: bytes, code: str, kind: LineKind, with
             raw({"custom_id": "r", "response": {"body": {"text": '"status_code": 200'}, "status_code": 503}}),
             LineKind.RETRYABLE,
         ),
+        (raw({"custom_id": "r", "response": {"status_code": 199, "body": {}}}), LineKind.FINAL),
         (raw({"custom_id": "r", "response": {"body": {}}}), LineKind.FINAL),
         (b"{not json\n", LineKind.FINAL),
+        (raw([1, 2]), LineKind.FINAL),
+        (raw({"custom_id": "r", "response": [200]}), LineKind.FINAL),
+        # A response whose body comes before its status is read whole: the status is its own, not the body's.
+        (raw({"custom_id": "r", "response": {"body": {"choices": []}, "status_code": 200}}), LineKind.ANSWERED),
+        (raw({"custom_id": "r", "response": {"body": {"status_code": 200}, "status_code": 503}}), LineKind.RETRYABLE),
+        (raw({"custom_id": "r", "response": {"body": {"status_code": 503}, "status_code": 200}}), LineKind.ANSWERED),
+        # A status before the body is read without parsing the line (a long body is never decoded for it).
+        (
+            b'{"custom_id": "r", "response": {"status_code": 200, "body": {"choices": [{"text": "\xff\n',
+            LineKind.ANSWERED,
+        ),
+        (b'{"custom_id": "r", "response": {"status_code": 200, "request_id": \n', LineKind.ANSWERED),
+        # ... and one that is not an answer is judged as an error line, parsed whole: broken, it is final.
+        (b'{"custom_id": "r", "response": {"status_code": 500, "body": {"choices": [\n', LineKind.FINAL),
     ],
+    ids=lambda v: v.decode(errors="replace")[:60] if isinstance(v, bytes) else str(v),
 )
 def test_an_output_line_is_answered_only_with_a_2xx_status(line: bytes, kind: LineKind) -> None:
     assert classify_line(line, output=True) is kind
+
+
+def test_the_tables_name_the_services_codes() -> None:
+    assert {"token_limit_exceeded", "request_limit_exceeded"} == CAPACITY_ERROR_CODES
+    assert {
+        "rate_limit_exceeded",
+        "server_error",
+        "internal_error",
+        "timeout",
+        "service_unavailable",
+    } == RETRYABLE_CODES
 
 
 def test_the_tables_do_not_overlap() -> None:
