@@ -46,7 +46,8 @@ def _tagged(batch: Batch, prefix: str, tag: str) -> bool:
 
 
 def find_job_batches(newest_first: Iterable[Batch], job: str, *, tag: str) -> list[Batch]:
-    """Every batch tagged with the job's key, oldest first (a later answer of a line wins in the merge).
+    """Every batch tagged with the job's key, in the order they were made: by round, then creation, then place
+    (a later answer of a line wins in the merge; the ``batch_ids`` XCom keeps the shards' order).
 
     :param newest_first: the batches to look through (the hook's listing, bounded by the caller).
     :param job: the job's key (:func:`job_key`).
@@ -54,7 +55,12 @@ def find_job_batches(newest_first: Iterable[Batch], job: str, *, tag: str) -> li
     """
     prefix = f"{job}:"
     found = {batch.id: batch for batch in newest_first if _tagged(batch, prefix, tag)}
-    return sorted(found.values(), key=lambda b: (b.created_at or 0, b.id))
+    return sorted(found.values(), key=lambda b: (round_of(b, tag=tag), b.created_at or 0, _place(b, tag), b.id))
+
+
+def _place(batch: Batch, tag: str) -> int:
+    parts = str((batch.metadata or {}).get(tag) or "").split(":")
+    return int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,11 @@ def test_every_batch_tagged_with_the_job_is_found_oldest_first_and_no_other() ->
         batch("x1", shard_key(other, attempt="t1g0", round=0, index=0), created_at=35),
         batch("x2", job, created_at=30),  # the key alone, with nothing after it: not a job batch's tag
         batch("x3", None, created_at=25),
-        batch("b2", shard_key(job, attempt="t1g0", round=0, index=1), status="expired", created_at=20),
-        batch("b1", shard_key(job, attempt="t1g0", round=0, index=0), created_at=20),
+        batch("a2", shard_key(job, attempt="t1g0", round=0, index=10), status="expired", created_at=20),
+        batch("z1", shard_key(job, attempt="t1g0", round=0, index=9), created_at=20),  # same second: by place
     ]
     found = find_job_batches(newest_first, job, tag=TAG)
-    assert [b.id for b in found] == ["b1", "b2", "b4"]
+    assert [b.id for b in found] == ["z1", "a2", "b4"]
 
 
 @pytest.mark.parametrize(
