@@ -104,13 +104,20 @@ def round_of(batch: Batch, *, tag: str) -> int:
     return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else 0
 
 
-def adopt(found: Sequence[Batch], *, tag: str, sizes: Mapping[str, int] | None = None) -> list[ShardInfo]:
+def adopt(
+    found: Sequence[Batch],
+    *,
+    tag: str,
+    sizes: Mapping[str, int] | None = None,
+    lines: Mapping[str, int] | None = None,
+) -> list[ShardInfo]:
     """Shards standing for batches an earlier try made, so that this try waits on, merges and reports them.
 
     A batch that failed (validation or capacity) holds no results and is left out: its lines are unrun.
 
     :param sizes: the bytes of the input files read, by batch id: a running batch's counts toward the enqueued
         token limit as the shards of this try do.
+    :param lines: the requests in the input files read, by batch id: a batch still validating reports none yet.
     """
     shards = []
     for index, batch in enumerate(b for b in found if b.status is not BatchStatus.FAILED):
@@ -121,7 +128,7 @@ def adopt(found: Sequence[Batch], *, tag: str, sizes: Mapping[str, int] | None =
                 model=batch.model,
                 first_line=0,
                 last_line=0,
-                requests=counts.total,
+                requests=counts.total or (lines or {}).get(batch.id, 0),
                 bytes=(sizes or {}).get(batch.id, 0),
                 embedding_inputs=0,
                 batch_id=batch.id,

@@ -91,8 +91,8 @@ class RecordReader:
         from airflow_provider_openai_batch.job.record import adopt
         from airflow_provider_openai_batch.job.resubmit import split_retry
 
-        record, retry, numbers, sizes = self._read_record(plan, found)
-        adopted = plan.with_shards(adopt(found, tag=IDEMPOTENCY_METADATA_KEY, sizes=sizes))
+        record, retry, numbers, sizes, lines = self._read_record(plan, found)
+        adopted = plan.with_shards(adopt(found, tag=IDEMPOTENCY_METADATA_KEY, sizes=sizes, lines=lines))
         self.log.info("Job record: %s", record.describe())
         shards: list[ShardInfo] = list(adopted.shards)
         paths: dict[int, Path] = {}
@@ -111,11 +111,14 @@ class RecordReader:
         plan = replace(plan, first_round=first_round)
         return plan.with_shards(shards), {batch.id: batch for batch in found}, paths
 
-    def _read_record(self, plan: JobPlan, found: Sequence[Batch]) -> tuple[JobRecord, Path, Path, dict[str, int]]:
+    def _read_record(
+        self, plan: JobPlan, found: Sequence[Batch]
+    ) -> tuple[JobRecord, Path, Path, dict[str, int], dict[str, int]]:
         """Download the found batches' files and read, line by line, what is answered and what is left.
 
         :returns: the record, the lines to send and their input line numbers (as the merge writes them), and the
-            size of each running batch's input file (its share of the enqueued token limit).
+            size and the requests of each running batch's input file (its share of the enqueued limits; a batch
+            still validating counts no requests yet).
         """
         from airflow_provider_openai_batch.job.merge import ResultFile, merge_results
         from airflow_provider_openai_batch.job.record import JobRecord
@@ -126,6 +129,7 @@ class RecordReader:
         results: list[ResultFile] = []
         inflight: list[Path] = []
         sizes: dict[str, int] = {}
+        lines: dict[str, int] = {}
         unreadable: list[str] = []
         for batch in found:
             if batch.status.is_terminal:
@@ -136,6 +140,8 @@ class RecordReader:
             elif (path := self._download(batch.input_file_id, folder)) is not None:
                 inflight.append(path)
                 sizes[batch.id] = path.stat().st_size
+                with open(path, "rb") as handle:
+                    lines[batch.id] = sum(1 for raw in handle if raw.strip())
             else:
                 unreadable.append(batch.id)
         retry, numbers = folder / "unrun.jsonl", folder / "unrun.lines"
@@ -165,7 +171,7 @@ class RecordReader:
             unrun=stats.retry_lines,
             unreadable=tuple(unreadable),
         )
-        return record, retry, numbers, sizes
+        return record, retry, numbers, sizes, lines
 
     def _download(self, file_id: str | None, folder: Path) -> Path | None:
         """A file of the job's, downloaded; ``None`` when there is none or it is gone (expired or deleted)."""

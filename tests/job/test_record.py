@@ -62,11 +62,14 @@ def test_adopted_batches_stand_for_shards_and_failed_ones_are_left_out() -> None
         batch("b1", "k:t1g0:0:0"),
         batch("b2", "k:t1g0:0:1", status="failed"),
         batch("b3", "k:t1g0:1:2", status="in_progress"),
+        batch("b4", "k:t1g0:1:3", status="validating", request_counts={"total": 0, "completed": 0, "failed": 0}),
     ]
-    shards = adopt(found, tag=TAG, sizes={"b3": 1234})  # a running batch's input size counts toward admission
+    # A running batch's input size and requests count toward admission (a validating one reports no requests).
+    shards = adopt(found, tag=TAG, sizes={"b3": 1234, "b4": 99}, lines={"b3": 4, "b4": 3})
     assert [(s.index, s.batch_id, s.round, s.reused, s.requests, s.bytes) for s in shards] == [
         (0, "b1", 0, True, 4, 0),
         (1, "b3", 1, True, 4, 1234),
+        (2, "b4", 1, True, 3, 99),
     ]
 
 
