@@ -23,10 +23,11 @@ import pytest
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.job import collect
+from airflow_provider_openai_batch.job.destination import Destination
 from airflow_provider_openai_batch.job.merge import merge_results
 from airflow_provider_openai_batch.operators._job_run import JobRunner
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
-from tests._kit.billing import answered_counts, run_twice
+from tests._kit.billing import all_ended, answered_counts, run_twice
 from tests._kit.job_lines import ids_of
 from tests._kit.operators import job_op, run_trigger, write_requests
 from tests._kit.reliability import REGISTRY
@@ -38,6 +39,8 @@ ALL = [f"req-{i}" for i in range(LINES)]
 BASE: dict[str, Any] = {"max_requests_per_batch": 8}
 #: Every line answers 500 with this chance (drawn again each time it is sent), so a resubmission round happens.
 FLAKY: dict[str, Any] = {"emulator_error_rate": 0.2}
+#: Every batch leaves 20 % of its lines unrun and ends ``expired`` (a batch of fewer than 5 lines runs them all).
+EXPIRING: dict[str, Any] = {"metadata": {"emulator": "expire=20"}}
 
 
 class WorkerDied(BaseException):
@@ -46,8 +49,9 @@ class WorkerDied(BaseException):
 
 @dataclass(frozen=True)
 class Death:
-    """Where a try dies: on the ``call``-th call of ``what`` (a hook method, or ``"merge"`` for the
-    ``call``-th line written to the merged output), before the call reaches the service or after it ``landed``."""
+    """Where a try dies: on the ``call``-th call of ``what`` (a hook method, ``"publish"`` for a merged file put in
+    place, or ``"merge"`` for the ``call``-th line written to the merged output), before the call reaches the
+    service or after it ``landed``."""
 
     what: str
     call: int
@@ -63,11 +67,13 @@ class Try:
 
     :param death: the try dies there (``None``: it runs to its end).
     :param lost_deferral: deferrable: the try defers, and its trigger never wakes it (the task is retried).
+    :param late: the try starts once every batch earlier tries made has ended (the worker was gone that long).
     """
 
     death: Death | None = None
     changes: dict[str, Any] = field(default_factory=dict)
     lost_deferral: bool = False
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,10 @@ def _die_on(monkeypatch: pytest.MonkeyPatch, death: Death) -> Armed:
 
         monkeypatch.setattr(collect, "merge_results", merge)
         return armed
-    real: Callable[..., Any] = getattr(OpenAIBatchHook, death.what)
+    owner = Destination if death.what == "publish" else OpenAIBatchHook
+    real: Callable[..., Any] = getattr(owner, death.what)
 
-    def dying(self: OpenAIBatchHook, *args: Any, **kwargs: Any) -> Any:
+    def dying(self: Any, *args: Any, **kwargs: Any) -> Any:
         armed.seen += 1
         if armed.seen != death.call:
             return real(self, *args, **kwargs)
@@ -125,7 +132,7 @@ def _die_on(monkeypatch: pytest.MonkeyPatch, death: Death) -> Armed:
             real(self, *args, **kwargs)
         raise WorkerDied(str(death))
 
-    monkeypatch.setattr(OpenAIBatchHook, death.what, dying)
+    monkeypatch.setattr(owner, death.what, dying)
     return armed
 
 
@@ -166,6 +173,8 @@ def _play(emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     for number, attempt in enumerate(case.tries, start=1):
         ti = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=number)
         kwargs = {**BASE, **case.kwargs, **attempt.changes}
+        if attempt.late:
+            all_ended(emulator)
         sent = (emulator.counters.files_uploaded, emulator.counters.batches_created)
         with monkeypatch.context() as patch:
             armed = _die_on(patch, attempt.death) if attempt.death is not None else Armed()
@@ -221,6 +230,17 @@ CASES = [
         "after-a-create-of-two-tries-in-turn",
         _attempts(Try(Death("create_batch", 2, landed=True)), Try(Death("create_batch", 1, landed=True))),
     ),
+    Case("after-the-merged-output-is-published", _attempts(Try(Death("publish", 1, landed=True)))),
+    Case(
+        "expired-while-the-worker-was-dead",
+        (Try(Death("retrieve_batch", 1)), Try(late=True)),
+        kwargs=EXPIRING,
+    ),
+    Case(
+        "after-a-create-of-an-expiry-resubmission",
+        _attempts(Try(Death("create_batch", 4, landed=True))),
+        kwargs={**EXPIRING, "max_resubmits": 1},
+    ),
     Case(
         "deferred-after-a-create",
         _attempts(Try(Death("create_batch", 2, landed=True))),
@@ -236,6 +256,13 @@ CASES = [
     ),
     Case("finished-then-cleared", (Try(), Try()), sends_nothing=True),
     Case(
+        "finished-with-a-resubmission-then-cleared",
+        (Try(), Try()),
+        kwargs={"max_resubmits": 2},
+        body=FLAKY,
+        sends_nothing=True,
+    ),
+    Case(
         "finished-then-cleared-with-a-raised-request-limit",
         (Try(), Try(changes={"max_requests_per_batch": 50})),
         sends_nothing=True,
@@ -250,6 +277,11 @@ CASES = [
             Try(Death("retrieve_batch", 2), changes={"max_enqueued_requests": 8}),
             Try(changes={"max_enqueued_requests": 24}),
         ),
+    ),
+    Case(
+        "deferred-admission-trigger-lost-then-cleared-with-a-raised-enqueued-limit",
+        (Try(changes={"max_enqueued_requests": 8}, lost_deferral=True), Try(changes={"max_enqueued_requests": 24})),
+        kwargs={"deferrable": True},
     ),
 ]
 
