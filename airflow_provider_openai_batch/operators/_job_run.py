@@ -99,7 +99,9 @@ class JobRunner:
         found: list[Batch] = []
         if back.needed:  # a first try cannot have earlier batches: no list calls then
             found = find_job_batches(self._newest(back.not_before), job, tag=IDEMPOTENCY_METADATA_KEY)
-        if deadline is not None:  # a later try past the deadline: cancel what earlier tries left running, fail
+        if deadline is not None and not (found and deadline.on_deadline == "partial"):
+            # A later try past the deadline: cancel what earlier tries left running, fail. With "partial" and
+            # batches found, the decision cancels them, sends nothing and merges what they answered.
             refuse_past(deadline, earlier=lambda: self._cancel_running(found), now=self.clock())
         try_number = getattr(self.context["ti"], "try_number", None)
         plan = replace(split.plan, deadline=deadline, job=job, attempt=f"t{try_number or 0}g{len(found)}")

@@ -324,3 +324,36 @@ def test_a_retry_past_the_deadline_cancels_what_earlier_tries_left_and_sends_not
     twice = run_twice(counts)
     REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
     assert not twice
+
+
+@pytest.mark.parametrize(
+    ("death", "created"),
+    [(Death("retrieve_batch", 2), 3), (Death("create_batch", 2, landed=True), 2)],
+    ids=["died-waiting", "died-after-a-create"],
+)
+def test_a_partial_retry_past_the_deadline_merges_what_earlier_tries_got_and_sends_nothing(
+    openai_conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, death: Death, created: int
+) -> None:
+    hour = 3600.0
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=hour)
+    kwargs = {"metadata": {"emulator": "stall=50"}, "deadline": deadline, "on_deadline": "partial"}
+    _play(openai_conn, tmp_path, monkeypatch, Case("partial", (Try(death),), kwargs=kwargs))
+    earlier = list(openai_conn.batches)
+    sent = (openai_conn.counters.files_uploaded, openai_conn.counters.batches_created)
+    assert len(earlier) == created
+
+    ti = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=2)
+    with _late(monkeypatch, 2 * hour):
+        manifest = job_op(tmp_path, **BASE, **kwargs).execute(context(ti))  # type: ignore[arg-type]
+
+    assert (openai_conn.counters.files_uploaded, openai_conn.counters.batches_created) == sent  # nothing sent
+    counts = answered_counts(openai_conn)
+    assert {openai_conn.get_batch(b)["status"] for b in earlier} == {"cancelled"}
+    twice = run_twice(counts)
+    REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
+    assert not twice
+    answered, unanswered = ids_of(manifest["output"]["path"]), ids_of(manifest["error"]["path"])
+    assert answered == [line for line in ALL if line in counts]  # every answer of every batch, in input order
+    assert unanswered == [line for line in ALL if line not in counts]
+    assert set(manifest["errors_by_code"]) == {"deadline_exceeded"}
+    assert manifest["verdict"] == "succeed" and manifest["reason"] == "deadline"
