@@ -279,6 +279,11 @@ CASES = [
         ),
     ),
     Case(
+        "admission-after-a-create",
+        _attempts(Try(Death("create_batch", 2, landed=True))),
+        kwargs={"max_enqueued_requests": 8},
+    ),
+    Case(
         "deferred-admission-trigger-lost-then-cleared-with-a-raised-enqueued-limit",
         (Try(changes={"max_enqueued_requests": 8}, lost_deferral=True), Try(changes={"max_enqueued_requests": 24})),
         kwargs={"deferrable": True},
@@ -291,7 +296,6 @@ def test_a_worker_dies_and_the_task_is_retried(
     openai_conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: Case
 ) -> None:
     manifest = _play(openai_conn, tmp_path, monkeypatch, case)
-
     counts = answered_counts(openai_conn)
     twice = run_twice(counts)
     REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
@@ -357,3 +361,18 @@ def test_a_partial_retry_past_the_deadline_merges_what_earlier_tries_got_and_sen
     assert unanswered == [line for line in ALL if line not in counts]
     assert set(manifest["errors_by_code"]) == {"deadline_exceeded"}
     assert manifest["verdict"] == "succeed" and manifest["reason"] == "deadline"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="job/record.py adopt() takes a found batch's requests from its request_counts.total when the record is "
+    "read: 0 while it is validating, and never refreshed, so the manifest's rounds and shards under-count",
+)
+def test_the_manifest_counts_every_request_of_batches_found_while_validating(
+    openai_conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_conn.set_phase_seconds(0.5)  # the retry surely finds the last batch still validating
+    manifest = _play(openai_conn, tmp_path, monkeypatch, Case("x", _attempts(Try(Death("create_batch", 3, True)))))
+
+    assert sum(shard["requests"] for shard in manifest["shards"]) == LINES
+    assert sum(one["requests"] for one in manifest["rounds"]) == LINES
