@@ -103,6 +103,10 @@ class JobRunner:
             # A later try past the deadline: cancel what earlier tries left running, fail. With "partial" and
             # batches found, the decision cancels them, sends nothing and merges what they answered.
             refuse_past(deadline, earlier=lambda: self._cancel_running(found), now=self.clock())
+        elif deadline is not None and self.clock() >= deadline.at:  # what earlier tries cancelled at it counts
+            at = int(deadline.at)  # the service stamps whole seconds
+            cancelled = tuple(b.id for b in found if b.cancelling_at is not None and b.cancelling_at >= at)
+            deadline = replace(deadline, cancelled=cancelled)
         try_number = getattr(self.context["ti"], "try_number", None)
         plan = replace(split.plan, deadline=deadline, job=job, attempt=f"t{try_number or 0}g{len(found)}")
         if not found:

@@ -28,6 +28,7 @@ from airflow_provider_openai_batch.job.merge import merge_results
 from airflow_provider_openai_batch.operators._job_run import JobRunner
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
 from tests._kit.billing import all_ended, answered_counts, run_twice
+from tests._kit.connection import set_connection
 from tests._kit.job_lines import ids_of
 from tests._kit.operators import job_op, run_trigger, write_requests
 from tests._kit.reliability import REGISTRY
@@ -373,47 +374,60 @@ def test_a_partial_retry_past_the_deadline_merges_what_earlier_tries_got_and_sen
     assert manifest["verdict"] == "succeed" and manifest["reason"] == "deadline"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AirflowFailException,
-    reason="the batches the dead try cancelled at the deadline are not in the retry's deadline.cancelled (only this "
-    "try's cancels are, _job_run._cancel / mark_hit): the verdict calls them 'ended before finishing' and fails the "
-    "job (AirflowFailException, not retried) unless allow_partial, instead of merging what exists",
-)
+class ShiftedClock:
+    """Real time moved forward by ``offset`` seconds: one for the emulator and the runner, so that both pass the
+    deadline together (no real time passes)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
 def test_a_death_while_cancelling_at_the_deadline_then_a_partial_retry(
-    openai_conn: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first try passes its deadline once its 3 batches exist, cancels one and dies cancelling the second."""
+    """The first try passes its deadline once its 3 batches exist, cancels one and dies cancelling the second;
+    the retry counts both as cancelled at the deadline, cancels the third and merges what they answered."""
     hour = 3600.0
     deadline = datetime.now(timezone.utc) + timedelta(seconds=hour)
     kwargs = {**BASE, "metadata": {"emulator": "stall=50"}, "deadline": deadline, "on_deadline": "partial"}
     write_requests(tmp_path / "in.jsonl", LINES)
+    shifted = ShiftedClock()
+    with EmulatorServer(phase_seconds=0.05, clock=shifted) as emulator:
+        set_connection(monkeypatch, emulator.base_url)
 
-    def clock() -> float:  # past the deadline once every shard has its batch
-        return time.time() + (2 * hour if openai_conn.counters.batches_created >= 3 else 0.0)
+        def clock() -> float:  # past the deadline once every shard has its batch
+            if emulator.counters.batches_created >= 3:
+                shifted.offset = 2 * hour
+            return shifted.now()
 
-    first = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=1)
-    with monkeypatch.context() as patch:
-        patch.setitem(cast(dict[str, Any], JobRunner.__init__.__kwdefaults__), "clock", clock)
-        armed = _die_on(patch, Death("cancel_batch", 2, landed=True))
-        with pytest.raises(WorkerDied):
-            _run(tmp_path, first, kwargs, lost_deferral=False)
-    assert armed.seen == 2 and openai_conn.counters.batches_created == 3
-    sent = (openai_conn.counters.files_uploaded, openai_conn.counters.batches_created)
+        first = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=1)
+        with monkeypatch.context() as patch:
+            patch.setitem(cast(dict[str, Any], JobRunner.__init__.__kwdefaults__), "clock", clock)
+            armed = _die_on(patch, Death("cancel_batch", 2, landed=True))
+            with pytest.raises(WorkerDied):
+                _run(tmp_path, first, kwargs, lost_deferral=False)
+        assert armed.seen == 2 and emulator.counters.batches_created == 3
+        sent = (emulator.counters.files_uploaded, emulator.counters.batches_created)
 
-    second = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=2)
-    with _late(monkeypatch, 2 * hour):
-        manifest = _run(tmp_path, second, kwargs, lost_deferral=False)
+        second = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=2)
+        with monkeypatch.context() as patch:
+            patch.setitem(cast(dict[str, Any], JobRunner.__init__.__kwdefaults__), "clock", shifted.now)
+            manifest = _run(tmp_path, second, kwargs, lost_deferral=False)
 
-    assert (openai_conn.counters.files_uploaded, openai_conn.counters.batches_created) == sent
-    counts = answered_counts(openai_conn)
-    assert {b["status"] for b in openai_conn.batches.values()} == {"cancelled"}
-    twice = run_twice(counts)
-    REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
-    assert not twice
-    assert ids_of(manifest["output"]["path"]) == [line for line in ALL if line in counts]
-    assert ids_of(manifest["error"]["path"]) == [line for line in ALL if line not in counts]
-    assert manifest["verdict"] == "succeed" and manifest["reason"] == "deadline"
+        assert (emulator.counters.files_uploaded, emulator.counters.batches_created) == sent
+        counts = answered_counts(emulator)
+        assert {b["status"] for b in emulator.batches.values()} == {"cancelled"}
+        twice = run_twice(counts)
+        REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
+        assert not twice and len(counts) == 12  # half of each stalled batch
+        assert ids_of(manifest["output"]["path"]) == [line for line in ALL if line in counts]
+        assert ids_of(manifest["error"]["path"]) == [line for line in ALL if line not in counts]
+        assert manifest["errors_by_code"] == {"deadline_exceeded": 12}
+        assert manifest["verdict"] == "succeed" and manifest["reason"] == "deadline"
+        assert len(manifest["deadline"]["cancelled"]) == 3
 
 
 @pytest.mark.xfail(
