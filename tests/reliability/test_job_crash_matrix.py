@@ -31,7 +31,7 @@ from tests._kit.billing import all_ended, answered_counts, run_twice
 from tests._kit.connection import set_connection
 from tests._kit.job_lines import ids_of
 from tests._kit.operators import job_op, run_trigger, write_requests
-from tests._kit.reliability import REGISTRY
+from tests._kit.reliability import REGISTRY, wait_until
 from tests._kit.ti import FakeTI, context
 
 LINES = 24
@@ -357,6 +357,11 @@ def test_a_partial_retry_past_the_deadline_merges_what_earlier_tries_got_and_sen
     sent = (openai_conn.counters.files_uploaded, openai_conn.counters.batches_created)
     assert len(earlier) == created
 
+    def stalled() -> bool:  # each batch stalls with half its lines answered before the retry starts
+        return all(openai_conn.get_batch(b)["request_counts"]["completed"] == 4 for b in earlier)
+
+    wait_until(stalled, 10, "the batches to stall")
+
     ti = FakeTI(dag_id="crash", task_id="job", run_id="scheduled__1", try_number=2)
     with _late(monkeypatch, 2 * hour):
         manifest = _run(tmp_path, ti, {**BASE, **kwargs}, lost_deferral=False)
@@ -368,6 +373,7 @@ def test_a_partial_retry_past_the_deadline_merges_what_earlier_tries_got_and_sen
     REGISTRY.duplicates_seen(sum(n - 1 for n in twice.values()))
     assert not twice
     answered, unanswered = ids_of(manifest["output"]["path"]), ids_of(manifest["error"]["path"])
+    assert len(counts) == 4 * created
     assert answered == [line for line in ALL if line in counts]  # every answer of every batch, in input order
     assert unanswered == [line for line in ALL if line not in counts]
     assert set(manifest["errors_by_code"]) == {"deadline_exceeded"}
