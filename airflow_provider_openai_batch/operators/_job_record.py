@@ -76,8 +76,14 @@ class RecordReader:
         found: list[Batch] = []
         if back.needed:  # a first try cannot have earlier batches: no list calls then
             found = find_job_batches(self._newest(back.not_before), job, tag=IDEMPOTENCY_METADATA_KEY)
-        if deadline is not None:  # a later try past the deadline: cancel what earlier tries left running, fail
+        if deadline is not None and not (found and deadline.on_deadline == "partial"):
+            # A later try past the deadline: cancel what earlier tries left running, fail. With "partial" and
+            # batches found, the decision cancels them, sends nothing and merges what they answered.
             refuse_past(deadline, earlier=lambda: self._cancel_running(found), now=self.clock())
+        elif deadline is not None and self.clock() >= deadline.at:  # what earlier tries cancelled at it counts
+            at = int(deadline.at)  # the service stamps whole seconds
+            cancelled = tuple(b.id for b in found if b.cancelling_at is not None and b.cancelling_at >= at)
+            deadline = replace(deadline, cancelled=cancelled)
         try_number = getattr(self.context["ti"], "try_number", None)
         plan = replace(split.plan, deadline=deadline, job=job, attempt=f"t{try_number or 0}g{len(found)}")
         if not found:

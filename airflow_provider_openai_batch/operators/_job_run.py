@@ -341,9 +341,11 @@ class JobRunner:
             self.paths[shard.index] = path
             shards.append(with_key(plan, shard))
         self.log.info(
-            "Resubmission %d of %d: %d line(s) failed for a passing reason and run again in %d batch(es)",
-            round_,
+            "Resubmission %d of %d in this try (round %d): %d line(s) failed for a passing reason and run again "
+            "in %d batch(es)",
+            round_ - plan.first_round,
             self.task.max_resubmits,
+            round_,
             split.plan.requests,
             len(shards),
         )

@@ -7,6 +7,7 @@ pytest's ``pythonpath = ["."]`` (pyproject) puts the repository root on ``sys.pa
 - :mod:`~tests._kit.ti`: the one fake task instance and an ``execute`` context holding it.
 - :mod:`~tests._kit.batches`: request lines and batches in a running emulator (operators, sensors, triggers).
 - :mod:`~tests._kit.reliability`: the reliability suite's registry and bounded calls.
+- :mod:`~tests._kit.billing`: how many times the emulator answered each line, across every batch (crash matrix).
 - :mod:`~tests._kit.http_server`: API payloads and a tiny threaded HTTP server (hook tests).
 - :mod:`~tests._kit.inputs`, :mod:`~tests._kit.job_lines`: input and result lines (batch_input, job tests).
 - :mod:`~tests._kit.emulator_calls`, :mod:`~tests._kit.openapi_schemas`: raw calls and schemas (emulator tests).
