@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
+from airflow_provider_openai_batch.endpoints import ENDPOINTS
 from airflow_provider_openai_batch.estimate import CostEstimate, CostEstimator, bound_request
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.pricing import PriceTable, batch_cost, default_price_table
+from tests._kit.inputs import endpoint_line
 
 CHAT, RESPONSES, EMBEDDINGS = "/v1/chat/completions", "/v1/responses", "/v1/embeddings"
+COMPLETIONS = "/v1/completions"
 
 
 def line(custom_id: str, url: str, body: dict[str, Any]) -> bytes:
@@ -68,6 +71,19 @@ def test_images_and_files_are_flagged_as_unbounded() -> None:
     assert chat is not None and chat.media
     assert responses is not None and responses.media
     assert text is not None and not text.media
+
+
+#: endpoint -> output tokens of one line setting every limit and count any endpoint reads (see test_endpoints).
+OUTPUT_OF_EVERYTHING = {CHAT: 7 * 3, COMPLETIONS: 9 * 5, RESPONSES: 11 * 3, EMBEDDINGS: 0}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_endpoint_is_bounded_as_its_registry_entry_reads_the_body(endpoint: str) -> None:
+    fields = {"max_completion_tokens": 7, "max_tokens": 9, "max_output_tokens": 11, "n": 3, "best_of": 5}
+    data = endpoint_line("a", endpoint, model="gpt-4o-mini", **fields)
+    result = estimate_of(data, endpoint)
+    assert (result.input_tokens, result.output_tokens) == (len(data), OUTPUT_OF_EVERYTHING[endpoint])
+    assert result.cost_usd is not None and result.note is None
 
 
 def test_unsupported_endpoint_has_no_estimate() -> None:

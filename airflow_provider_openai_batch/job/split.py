@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_provider_openai_batch.batch_input.checker import LineChecker, StopCheck
-from airflow_provider_openai_batch.batch_input.endpoints import EMBEDDINGS, normalize_endpoint
 from airflow_provider_openai_batch.batch_input.limits import embedding_inputs
 from airflow_provider_openai_batch.batch_input.reading import READ_CHUNK
+from airflow_provider_openai_batch.endpoints import Endpoint, endpoint_spec, normalize_endpoint
 from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.ids import leading_custom_id
@@ -136,7 +136,9 @@ class _Splitter:
     def __init__(self, workdir: Path, endpoint: str, limits: ShardLimits, max_problems: int) -> None:
         self.workdir = workdir
         self.endpoint = normalize_endpoint(endpoint)
-        self.embeddings = self.endpoint == EMBEDDINGS
+        # The endpoint's per-batch input count (embedding inputs), if it has one.
+        spec = endpoint_spec(self.endpoint)
+        self.counted: Endpoint | None = spec if spec is not None and spec.batch_inputs is not None else None
         self.limits = limits
         # The validator's line rules, per line, for an input of any size and of several models.
         self.rules = LineChecker(
@@ -171,10 +173,10 @@ class _Splitter:
     def oversized(self, size: int) -> None:
         """A line no shard can hold: reported (the input fails, so its bytes need no hash)."""
         rules = self.rules
-        self.stop_writing()
         rules.lines += 1
         rules.requests += 1
         rules.bytes += size
+        self.stop_writing()
         rules.add(
             rules.lines,
             "request_too_large",
@@ -197,8 +199,8 @@ class _Splitter:
             if self.leading_ids and leading_custom_id(raw) != custom_id:
                 self.leading_ids = False
         body = request.get("body")
-        inputs = embedding_inputs(body) if self.embeddings and isinstance(body, Mapping) else 0
-        if self.embeddings and inputs > self.limits.max_embedding_inputs:
+        inputs = self.counted.inputs(body) if self.counted is not None and isinstance(body, Mapping) else 0
+        if inputs > self.limits.max_embedding_inputs:
             rules.add(
                 line_no,
                 "too_many_embedding_inputs",

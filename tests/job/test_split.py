@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.endpoints import ENDPOINTS
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.limits import MAX_EMBEDDING_INPUTS, ShardLimits
 from airflow_provider_openai_batch.job.split import embedding_inputs, iter_bounded_lines, split_input
+from tests._kit.inputs import endpoint_request
 from tests._kit.job_lines import CHAT, request, write_lines
 
 
@@ -246,6 +248,23 @@ def test_at_most_32_shards_are_open_and_the_least_recently_used_is_closed(tmp_pa
     assert [(s.model, s.requests) for s in result.plan.shards][:2] == [("m0", 1), ("m1", 2)]
     assert [(s.index, s.model, s.first_line) for s in result.plan.shards][-1] == (33, "m0", 35)
     assert len(result.plan.shards) == 34
+
+
+#: endpoint -> (requests, embedding inputs) of each shard of three requests with 3 inputs each, 4 inputs a shard.
+SHARDS_BY_ENDPOINT = {
+    "/v1/chat/completions": [(3, 0)],
+    "/v1/completions": [(3, 0)],  # a prompt list is several completions, not inputs held per batch
+    "/v1/responses": [(3, 0)],
+    "/v1/embeddings": [(1, 3), (1, 3), (1, 3)],
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_endpoint_counts_inputs_per_shard_as_its_registry_entry_says(tmp_path: Path, endpoint: str) -> None:
+    lines = [endpoint_request(f"r-{i}", endpoint, input=["a", "b", "c"], prompt=["a", "b", "c"]) for i in range(3)]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    result = split(source, tmp_path / "work", endpoint=endpoint, max_embedding_inputs=4)
+    assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == SHARDS_BY_ENDPOINT[endpoint]
 
 
 def test_a_line_too_large_alone_is_the_only_problem(tmp_path: Path) -> None:
