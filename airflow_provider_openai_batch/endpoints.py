@@ -132,7 +132,7 @@ ENDPOINTS: dict[str, Endpoint] = {
                 ),
             ),
         ),
-        Endpoint(COMPLETIONS, output_limits=("max_tokens",), choices=("n", "best_of")),
+        Endpoint(COMPLETIONS, output_limits=("max_tokens",), choices=("n", "best_of"), prompts="prompt"),
         Endpoint(
             RESPONSES,
             output_limits=("max_output_tokens",),

@@ -10,10 +10,13 @@ How each request is bounded:
   or a file given by URL or id costs tokens that its bytes do not bound, so requests holding them are
   counted and named in the estimate instead of silently under-estimated.
 * **Output tokens <= the request's completion-token limit** (``max_completion_tokens``, else ``max_tokens``
-  on chat and completions; ``max_output_tokens`` on responses), times ``n`` choices (``best_of`` on
-  completions). The limit includes reasoning tokens. A request without a limit is bounded by the model's
-  largest completion from the price table. Embeddings have no output tokens. Which fields count for which
-  endpoint is the endpoint registry's (:data:`~airflow_provider_openai_batch.endpoints.ENDPOINTS`).
+  on chat and completions; ``max_output_tokens`` on responses), times the completions it is billed for:
+  ``n`` choices per prompt (on completions the larger of ``n`` and ``best_of``, since ``best_of`` completions
+  are generated and billed server side), times the prompts of a completions request whose ``prompt`` is a
+  list (of strings or token arrays). The limit includes reasoning tokens. A request without a limit is
+  bounded by the model's largest completion from the price table. Embeddings have no output tokens. Which
+  fields count for which endpoint is the endpoint registry's
+  (:data:`~airflow_provider_openai_batch.endpoints.ENDPOINTS`).
 * Every input token is priced as uncached: the cache discount is not known before the run.
 
 The pass only adds the bounds up, per model; prices (and the largest completion of each model) are applied
@@ -42,7 +45,7 @@ class RequestBound:
     :param input_tokens: tokens of the prompt, at most.
     :param output_tokens: tokens of the completion(s), at most; ``None`` when the request sets no limit
         (the model's largest completion applies, times ``choices``).
-    :param choices: completions billed per request (``n``, or ``best_of`` on completions).
+    :param choices: completions billed per request: prompts times ``n`` (or ``best_of`` on completions).
     :param media: the request holds an image, audio or file part whose tokens its bytes do not bound.
     """
 

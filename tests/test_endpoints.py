@@ -33,7 +33,7 @@ EVERYTHING = {
 #: endpoint -> (output limit, completions billed, per-batch inputs) of EVERYTHING.
 READS = {
     "/v1/chat/completions": (7, 3, 0),
-    "/v1/completions": (9, 5, 0),  # best_of=5 completions generated (n=3 of them returned)
+    "/v1/completions": (9, 4 * 5, 0),  # 4 prompts, each best_of=5 completions (n=3 of them returned)
     "/v1/responses": (11, 3, 0),
     "/v1/embeddings": (None, 1, 2),
 }
@@ -53,6 +53,15 @@ def test_what_each_endpoint_reads_from_a_body(endpoint: str) -> None:
     assert (spec.output_limit(EVERYTHING), spec.completions(EVERYTHING), spec.inputs(EVERYTHING)) == READS[endpoint]
     # Nothing set: no limit, one completion per request, one input where inputs are counted.
     assert (spec.output_limit({}), spec.completions({}), spec.inputs({})) == (None, 1, READS[endpoint][2] and 1)
+
+
+def test_completions_bills_the_larger_of_n_and_best_of_for_each_prompt() -> None:
+    spec = ENDPOINTS["/v1/completions"]
+    assert spec.completions({"prompt": "one", "n": 2}) == 2
+    assert spec.completions({"prompt": "one", "best_of": 3}) == 3
+    assert spec.completions({"prompt": [[1, 2], [3], [4, 5]], "n": 2, "best_of": 4}) == 12  # three token arrays
+    assert spec.completions({"prompt": [101, 102, 103], "n": 2}) == 2  # one token array
+    assert spec.completions({"prompt": ["a", "b"], "n": 0, "best_of": True}) == 2  # not counts: 1 each
 
 
 @EVERY_ENDPOINT
