@@ -176,11 +176,15 @@ class _Splitter:
         rules.lines += 1
         rules.requests += 1
         rules.bytes += size
+        self.too_large(rules.lines, "")
+
+    def too_large(self, line_no: int, why: str) -> None:
+        """Report a line no shard can hold; ``why`` says what made it too large, when not its bytes alone."""
         self.stop_writing()
-        rules.add(
-            rules.lines,
+        self.rules.add(
+            line_no,
             "request_too_large",
-            f"the line is over {self.limits.max_bytes:,} bytes, more than one batch file may hold",
+            f"the line is over {self.limits.max_bytes:,} bytes{why}, more than one batch file may hold",
         )
 
     def line(self, raw: bytes) -> None:
@@ -207,11 +211,13 @@ class _Splitter:
                 f"the request has {inputs:,} embedding inputs, more than one batch may hold "
                 f"({self.limits.max_embedding_inputs:,})",
             )
+        if not raw.endswith(b"\n"):
+            raw += b"\n"  # the input's last line: every line of a shard ends in one
+            if len(raw) > self.limits.max_bytes:
+                self.too_large(line_no, " with the newline a shard line needs")
         if rules.problems:
             self.stop_writing()
             return
-        if not raw.endswith(b"\n"):
-            raw += b"\n"
         model = body.get("model") if isinstance(body, Mapping) else None
         self.shard_for(model if isinstance(model, str) else None, line_no, len(raw), inputs).add(line_no, raw, inputs)
 

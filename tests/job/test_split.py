@@ -267,6 +267,30 @@ def test_every_endpoint_counts_inputs_per_shard_as_its_registry_entry_says(tmp_p
     assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == SHARDS_BY_ENDPOINT[endpoint]
 
 
+def test_a_last_line_without_its_newline_never_takes_a_shard_over_the_byte_limit(tmp_path: Path) -> None:
+    first = json.dumps(request(0)).encode() + b"\n"
+    last = json.dumps(request(1, pad=40)).encode()  # the input ends without a newline
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(first + last)
+    limit = len(last)  # the last line alone is the limit; with the newline its shard needs, one byte over
+
+    with pytest.raises(BatchInputError) as info:
+        split(source, tmp_path / "w1", max_bytes=limit)
+
+    assert [(p.line, p.code, p.message) for p in info.value.problems] == [
+        (
+            2,
+            "request_too_large",
+            f"the line is over {limit:,} bytes with the newline a shard line needs, more than one batch file may hold",
+        )
+    ]
+    assert not list((tmp_path / "w1").glob("shard-*"))
+    # One byte more: the line and its newline fill a shard exactly.
+    result = split(source, tmp_path / "w2", max_bytes=limit + 1)
+    assert [s.bytes for s in result.plan.shards] == [len(first), limit + 1]
+    assert [p.read_bytes() for p in result.paths] == [first, last + b"\n"]
+
+
 def test_a_line_too_large_alone_is_the_only_problem(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.jsonl", [request(0, pad=5000)])
     with source.open("rb") as stream, pytest.raises(BatchInputError) as info:
