@@ -48,8 +48,12 @@ class TokenNote:
     """
 
     code: str
-    fields: tuple[str, ...]
+    fields: frozenset[str]
     message: str
+
+    def applies(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` sets every one of :attr:`fields` (a set comparison: this runs on every line)."""
+        return body.keys() >= self.fields
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,12 @@ class Endpoint:
 
     def completions(self, body: Mapping[str, Any]) -> int:
         """Completions one request is billed for: prompts times the largest of its ``choices`` fields."""
-        per_prompt = max((_positive_int(body.get(name)) or 1 for name in self.choices), default=1)
-        prompts = count_items(body.get(self.prompts)) if self.prompts is not None else 1
-        return prompts * per_prompt
+        per_prompt = 1
+        for name in self.choices:  # a loop, not max() over a generator: this runs once per line
+            value = body.get(name)
+            if type(value) is int and value > per_prompt:
+                per_prompt = value
+        return per_prompt if self.prompts is None else count_items(body.get(self.prompts)) * per_prompt
 
     def output_limit(self, body: Mapping[str, Any]) -> int | None:
         """The request's completion-token cap, ``None`` when it sets none (0 is no cap: the API rejects it)."""
@@ -111,7 +118,9 @@ _MAX_TOKENS_DEPRECATED = (
 
 
 def _not_a_responses_field(name: str) -> TokenNote:
-    return TokenNote("token_limit_field", (name,), f"body.{name} is not a {RESPONSES} field: use max_output_tokens")
+    return TokenNote(
+        "token_limit_field", frozenset({name}), f"body.{name} is not a {RESPONSES} field: use max_output_tokens"
+    )
 
 
 #: Every supported endpoint, keyed by its ``/v1/...`` path; the order is the one messages list them in.
@@ -124,10 +133,10 @@ ENDPOINTS: dict[str, Endpoint] = {
             output_limits=("max_completion_tokens", "max_tokens"),
             choices=("n",),
             token_notes=(
-                TokenNote("max_tokens", ("max_tokens",), _MAX_TOKENS_DEPRECATED),
+                TokenNote("max_tokens", frozenset({"max_tokens"}), _MAX_TOKENS_DEPRECATED),
                 TokenNote(
                     "both_token_limits",
-                    ("max_tokens", "max_completion_tokens"),
+                    frozenset({"max_tokens", "max_completion_tokens"}),
                     "body sets both max_tokens and max_completion_tokens; keep one",
                 ),
             ),

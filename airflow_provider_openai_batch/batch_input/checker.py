@@ -242,7 +242,7 @@ class LineChecker:
                 self.embedding_limit_line = line_no
         # Warnings, not problems: which field a model or gateway takes is only known to the service.
         for token_note in spec.token_notes:
-            if all(name in body for name in token_note.fields):
+            if token_note.applies(body):
                 self.note(line_no, token_note.code, token_note.message)
 
     def note(self, line_no: int, code: str, message: str) -> None:
