@@ -136,9 +136,8 @@ class _Splitter:
     def __init__(self, workdir: Path, endpoint: str, limits: ShardLimits, max_problems: int) -> None:
         self.workdir = workdir
         self.endpoint = normalize_endpoint(endpoint)
-        # The endpoint's per-batch input count (embedding inputs), if it has one.
-        spec = endpoint_spec(self.endpoint)
-        self.counted: Endpoint | None = spec if spec is not None and spec.batch_inputs is not None else None
+        # What the endpoint counts against the per-batch input limit (embedding inputs); None: unknown endpoint.
+        self.spec: Endpoint | None = endpoint_spec(self.endpoint)
         self.limits = limits
         # The validator's line rules, per line, for an input of any size and of several models.
         self.rules = LineChecker(
@@ -203,7 +202,7 @@ class _Splitter:
             if self.leading_ids and leading_custom_id(raw) != custom_id:
                 self.leading_ids = False
         body = request.get("body")
-        inputs = self.counted.inputs(body) if self.counted is not None and isinstance(body, Mapping) else 0
+        inputs = self.spec.inputs(body) if self.spec is not None and isinstance(body, Mapping) else 0
         if inputs > self.limits.max_embedding_inputs:
             rules.add(
                 line_no,
