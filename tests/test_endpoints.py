@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_openai_batch.batch_input import normalize_endpoint, validate_batch_input
-from airflow_provider_openai_batch.endpoints import ENDPOINTS, Endpoint, count_items, endpoint_spec
+from airflow_provider_openai_batch.endpoints import ENDPOINTS, Endpoint, TokenNote, count_items, endpoint_spec
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.split import split_input
@@ -66,8 +67,28 @@ def test_completions_bills_the_larger_of_n_and_best_of_for_each_prompt() -> None
 
 @EVERY_ENDPOINT
 def test_a_zero_or_non_integer_limit_is_no_limit(endpoint: str) -> None:
+    spec = ENDPOINTS[endpoint]
     for value in (0, -1, 1.5, "10", True, None):
-        assert ENDPOINTS[endpoint].output_limit(dict.fromkeys(ENDPOINTS[endpoint].output_limits, value)) is None
+        assert spec.output_limit(dict.fromkeys(spec.output_limits, value)) is None
+    # The smallest limit is one: a one-token completion is bounded, not unlimited.
+    assert spec.output_limit(dict.fromkeys(spec.output_limits, 1)) == (1 if spec.output_limits else None)
+
+
+@EVERY_ENDPOINT
+def test_entries_are_frozen(endpoint: str) -> None:
+    # One registry for every consumer: an entry changed in place would change every later file's checks.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ENDPOINTS[endpoint].prompts = "x"  # type: ignore[misc]
+    for note in ENDPOINTS[endpoint].token_notes:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            note.code = "x"  # type: ignore[misc]
+
+
+def test_a_token_note_applies_when_the_body_sets_each_of_its_fields() -> None:
+    note = TokenNote("both", frozenset({"max_tokens", "max_completion_tokens"}), "keep one")
+    assert note.applies({"max_tokens": 1, "max_completion_tokens": 1})  # exactly its fields
+    assert note.applies({"model": "m", "max_tokens": 1, "max_completion_tokens": 1})
+    assert not note.applies({"model": "m", "max_tokens": 1})
 
 
 @pytest.mark.parametrize(
@@ -94,6 +115,8 @@ def test_an_unknown_or_unset_endpoint_has_no_entry() -> None:
         ("chat/completions", "/v1/chat/completions"),
         ("v1/embeddings", "/v1/embeddings"),
         (" /v1/responses ", "/v1/responses"),
+        ("/videos", "/v1/videos"),  # sorts after "/v1": only the prefix tells the forms apart
+        ("/v1", "/v1"),
     ],
 )
 def test_normalize_endpoint(url: str, expected: str) -> None:

@@ -344,12 +344,18 @@ def test_the_estimate_counts_the_bodies_of_every_line(tmp_path: Path) -> None:
     assert estimate.input_tokens > 0
 
 
-#: endpoint -> (what its warnings say, embedding inputs) of two lines that set every token field and 3 inputs.
-EVERY_ENDPOINT_READS: dict[str, tuple[list[str], int]] = {
-    "/v1/chat/completions": (["body.max_tokens: reasoning models", "body sets both max_tokens"], 0),
-    "/v1/completions": ([], 0),
-    "/v1/responses": (["body.max_tokens is not a /v1/responses field"], 0),  # one code for both fields
-    "/v1/embeddings": ([], 6),
+#: endpoint -> (warning codes, what the warnings say, embedding inputs) of two lines that set every token field
+#: and 3 inputs each.
+EVERY_ENDPOINT_READS: dict[str, tuple[list[str], list[str], int]] = {
+    "/v1/chat/completions": (
+        ["max_tokens", "both_token_limits"],
+        ["body.max_tokens: reasoning models", "body sets both max_tokens"],
+        0,
+    ),
+    "/v1/completions": ([], [], 0),
+    # One code for both fields: reported once, from the first field seen.
+    "/v1/responses": (["token_limit_field"], ["body.max_tokens is not a /v1/responses field"], 0),
+    "/v1/embeddings": ([], [], 6),
 }
 
 
@@ -357,9 +363,13 @@ EVERY_ENDPOINT_READS: dict[str, tuple[list[str], int]] = {
 def test_every_endpoint_is_checked_as_its_registry_entry_says(tmp_path: Path, endpoint: str) -> None:
     fields = {"max_tokens": 5, "max_completion_tokens": 5, "input": ["a", "b", "c"]}
     path = path_with(tmp_path / "input.jsonl", *(endpoint_line(i, endpoint, **fields) for i in ("a", "b")))
-    warned, inputs = EVERY_ENDPOINT_READS[endpoint]
+    codes, warned, inputs = EVERY_ENDPOINT_READS[endpoint]
 
     summary = validate_batch_input(path, endpoint=endpoint)
+    checker = LineChecker(endpoint=endpoint, max_requests=2, max_bytes=10_000)
+    for raw in path.read_bytes().splitlines(keepends=True):
+        checker.feed(raw)
+    assert list(checker.notes) == codes
 
     assert len(summary.warnings) == len(warned)
     for text, start in zip(summary.warnings, warned, strict=True):
