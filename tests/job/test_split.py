@@ -267,6 +267,22 @@ def test_every_endpoint_counts_inputs_per_shard_as_its_registry_entry_says(tmp_p
     assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == SHARDS_BY_ENDPOINT[endpoint]
 
 
+def test_an_endpoint_the_registry_does_not_know_counts_no_inputs(tmp_path: Path) -> None:
+    lines = [{**request(i), "url": "/v1/moderations"} for i in range(2)]
+    for line in lines:
+        line["body"]["input"] = ["a", "b"]
+    result = split(write_lines(tmp_path / "in.jsonl", lines), tmp_path / "work", endpoint="/v1/moderations")
+    assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == [(2, 0)]
+
+
+def test_a_body_that_is_not_an_object_is_a_problem_not_a_count(tmp_path: Path) -> None:
+    lines = [endpoint_request("e-0", "/v1/embeddings"), {**endpoint_request("e-1", "/v1/embeddings"), "body": ["x"]}]
+    (tmp_path / "work").mkdir()
+    with write_lines(tmp_path / "in.jsonl", lines).open("rb") as stream, pytest.raises(BatchInputError) as info:
+        split_input(stream, tmp_path / "work", endpoint="/v1/embeddings", limits=ShardLimits(), source="in")
+    assert [(p.line, p.code) for p in info.value.problems] == [(2, "missing_body")]
+
+
 def test_a_last_line_without_its_newline_never_takes_a_shard_over_the_byte_limit(tmp_path: Path) -> None:
     first = json.dumps(request(0)).encode() + b"\n"
     last = json.dumps(request(1, pad=40)).encode()  # the input ends without a newline
