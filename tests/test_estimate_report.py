@@ -17,7 +17,7 @@ from airflow_provider_openai_batch.estimate import (
     bound_request,
     budget_problem,
 )
-from airflow_provider_openai_batch.pricing import default_price_table
+from airflow_provider_openai_batch.pricing import PriceTable, default_price_table
 
 CHAT, RESPONSES = "/v1/chat/completions", "/v1/responses"
 MEDIA_TYPES = ["image_url", "input_image", "input_audio", "input_file", "file", "image", "audio"]
@@ -137,13 +137,16 @@ def test_an_unpriced_model_does_not_stop_the_others_being_counted() -> None:
 
 
 def test_large_sums_are_priced_per_million_exactly() -> None:
-    # 1,000 $ per 1M tokens: a divisor off by one would move the cost by 0.2 micro-dollars, which shows.
-    table = default_price_table().with_overrides({"dear": {"input": 1000, "output": 3000}}, origin="mine")
+    # $1,000 / $3,000 per 1M tokens: a divisor off by one would move each share by 2-3 micro-dollars, past the
+    # rounding up. A table without a date or a source says so.
+    table = PriceTable.from_dict({"models": {"dear": {"input": 1000, "output": 3000}}})
     estimator = CostEstimator()
-    estimator.add(CHAT, chat("dear", max_tokens=100), b"x" * 200)
+    estimator.add(CHAT, chat("dear", max_tokens=1000), b"x" * 2000)
     result = estimator.result(CHAT, table)
-    assert (result.input_cost_usd, result.output_cost_usd, result.cost_usd) == (0.2, 0.3, 0.5)
-    assert (result.prices_as_of, result.prices_source) == ("unknown", "mine")
+    assert (result.input_cost_usd, result.output_cost_usd, result.cost_usd) == (2.0, 3.0, 5.0)
+    assert (result.prices_as_of, result.prices_source) == ("unknown", "unknown")
+    mine = default_price_table().with_overrides({"dear": {"input": 1000, "output": 3000}}, origin="mine")
+    assert estimator.result(CHAT, mine).prices_source == "mine"
 
 
 @pytest.mark.parametrize(
