@@ -80,6 +80,17 @@ def test_every_rendered_form_becomes_integer_seconds(value: Any) -> None:
     assert body["output_expires_after"] == DAY and type(body["output_expires_after"]["seconds"]) is int
 
 
+def test_one_second_is_the_smallest_expiry_sent() -> None:
+    # The service's own range (OpenAI 1 h, Azure 14 d at least) is left to the service.
+    assert validate_output_expires_after({"seconds": "1"}) == {"anchor": "created_at", "seconds": 1}
+
+
+def test_a_long_rendered_string_is_cut_to_80_characters_in_the_message() -> None:
+    with pytest.raises(ValueError) as info:
+        validate_output_expires_after("y" * 100)
+    assert str(info.value).endswith(", got the string '" + "y" * 80 + "'")
+
+
 @pytest.mark.parametrize("value", [None, "", "  "])
 def test_nothing_rendered_is_no_expiry(value: Any) -> None:
     assert validate_output_expires_after(value) is None
