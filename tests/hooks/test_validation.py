@@ -11,8 +11,10 @@ import pytest
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.hooks.validation import (
     MAX_ID_LENGTH,
+    check_id,
     create_batch_body,
     path_id,
+    validate_metadata,
     validate_output_expires_after,
 )
 from tests._kit.http_server import LocalServer, batch_payload
@@ -120,3 +122,20 @@ def test_nonsense_names_the_field(value: Any, message: str) -> None:
     with pytest.raises(ValueError) as info:
         validate_output_expires_after(value)
     assert str(info.value).startswith(message)
+
+
+def test_the_limits_hold_up_to_their_last_allowed_value() -> None:
+    assert check_id("batch_id", "b" * 2048) == "b" * 2048
+    with pytest.raises(ValueError, match="at most 2048"):
+        check_id("batch_id", "b" * 2049)
+    assert validate_metadata({"k" * 64: "v" * 512}) == {"k" * 64: "v" * 512}
+    # 15 pairs of the user's, and the tag under the key earlier versions' batches carry too (they are found by it).
+    body, key = create_batch_body(
+        input_file_id="file-1",
+        endpoint="/v1/embeddings",
+        completion_window="24h",
+        metadata={f"k{i}": "v" for i in range(15)},
+        output_expires_after=None,
+        idempotency_key="run-key",
+    )
+    assert (key, len(body["metadata"]), body["metadata"]["airflow_idempotency_key"]) == ("run-key", 16, "run-key")
