@@ -1,7 +1,9 @@
-# Two commands do all set-up on a fresh machine with only Python 3 and make:
+# Two commands do all set-up on a fresh machine with Python 3 and make:
 #   make demo   run an example DAG (DAG=<name>, default openai_batch_chat) against the local emulator
 #               (or against AIRFLOW_CONN_OPENAI_DEFAULT when set)
-#   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1 and 3.2)
+#   make test   lint, type-check and run every test (newest Airflow 3, then the unit tests on Airflow 3.1 and 3.2),
+#               the docs build (mkdocs build --strict) included; its browser test needs Debian's chromium
+#               (.ci/run installs it)
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.9

@@ -18,6 +18,7 @@ __all__ = [
     "BatchInputError",
     "CapacityError",
     "ConflictError",
+    "DestinationOwnedError",
     "InputProblem",
     "InvalidConnectionError",
     "InvalidResponseError",
@@ -231,3 +232,23 @@ class BatchInputError(OpenAIBatchError, ValueError):
         checked = f"\n  (checked against the limits {limits})" if limits else ""
         count = len(self.problems)
         super().__init__(f"Invalid batch input {source}: {count} problem(s)\n{shown}{tail}{cut}{checked}")
+
+
+class DestinationOwnedError(OpenAIBatchError, FileExistsError):
+    """A file at a job's destination belongs to another task instance: refused, nothing was written over it.
+
+    :param path: the file (or object) refused.
+    :param owner: the task instance that claimed it (``dag_id``, ``task_id``, ``run_id``, ``map_index``); ``None``
+        when no owner is recorded for it (a file written by hand or before owners were recorded, or an owner
+        record that cannot be read).
+    """
+
+    def __init__(self, path: str, owner: Mapping[str, Any] | None) -> None:
+        self.path = path
+        self.owner = dict(owner) if owner is not None else None
+        if owner is None:
+            whose = "it exists and no task instance is recorded as its owner"
+        else:
+            described = ", ".join(f"{key} {value!r}" for key, value in owner.items())
+            whose = f"it belongs to another task instance ({described}, recorded in {path}.owner)"
+        super().__init__(f"Not overwriting {path}: {whose}. Give overwrite=True to replace it, or another destination")

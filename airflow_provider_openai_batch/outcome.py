@@ -10,6 +10,7 @@ import enum
 import time
 from dataclasses import dataclass
 
+from airflow_provider_openai_batch.error_codes import CAPACITY_ERROR_CODES
 from airflow_provider_openai_batch.models import Batch, BatchErrors, BatchStatus
 
 __all__ = [
@@ -21,11 +22,6 @@ __all__ = [
     "is_capacity_failure",
     "judge_batch",
 ]
-
-#: Batch error codes that say the organization's queue for the model was full when the batch was validated
-#: (enqueued tokens, or enqueued requests), not that the input is wrong: the same file succeeds later.
-#: Every other code (``invalid_json_line``, ``model_not_found``, ``duplicate_custom_id``, ...) is an input error.
-CAPACITY_ERROR_CODES = frozenset({"token_limit_exceeded", "request_limit_exceeded"})
 
 
 def is_capacity_failure(errors: BatchErrors | None) -> bool:

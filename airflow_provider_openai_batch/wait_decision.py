@@ -4,7 +4,8 @@ The trigger (async, in the triggerer), the sensor's ``poke`` and the worker-side
 result to a :class:`BatchWaitDecision` and carry out the :class:`Step` it returns: keep waiting (and whether
 to log), finished (with the verdict on the batch), or give up (with a message, and whether a retry may help).
 The decision lives here, once, so the three cannot drift; they only do I/O. A waiter of many batches, or a
-poller shared by many triggers, keeps one decision per batch.
+poller shared by many triggers, keeps one decision per batch. :func:`judge_kill` tells a trigger's ``on_kill``
+whether its task was killed, or only resumed from another copy of the trigger.
 
 Pure logic: no Airflow and no HTTP imports. Times are plain floats from whatever clock the caller uses.
 """
@@ -13,20 +14,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum, auto
 
 from airflow_provider_openai_batch.exceptions import OpenAIBatchAPIError
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.outcome import BatchOutcome, FailedRequestsPolicy, judge_batch
 
 __all__ = [
+    "ENDED",
+    "REQUEUED",
+    "TAKEN_OFF",
     "BatchWaitDecision",
     "Finished",
     "GiveUp",
     "KeepWaiting",
+    "KillVerdict",
     "PollErrorBudget",
     "Step",
     "WaitPolicy",
-    "killed_by_user",
+    "judge_kill",
 ]
 
 
@@ -222,9 +228,48 @@ class BatchWaitDecision:
         )
 
 
-def killed_by_user(task_state: str | None) -> bool:
-    """Whether a trigger stopped by Airflow means its task was killed: only when the task no longer waits on it.
+class KillVerdict(Enum):
+    """What a trigger's ``on_kill`` makes of its task instance as it is now (see :func:`judge_kill`)."""
 
-    :param task_state: the task instance's state now (``"None"`` once cleared), ``None`` when it is unknown.
+    #: Cleared, marked or otherwise taken off this try by a user: cancel.
+    KILLED = auto()
+    #: The same try goes on (a resume, or the task still waits), or nothing can be told: leave the batches alone.
+    NOT_KILLED = auto()
+    #: Left the deferral by a user's doing, unless another copy of the trigger woke the task: a kill only when
+    #: the trigger's own condition to fire does not hold now.
+    KILLED_UNLESS_WOKEN = auto()
+
+
+#: States no resume of the task leads to: it will not run on, by a user's (or the scheduler's) doing.
+#: ``"None"`` is a cleared task instance.
+TAKEN_OFF = frozenset({"None", "skipped", "upstream_failed", "removed"})
+#: States both a user's mark and the task's own end after a resume lead to.
+ENDED = frozenset({"success", "failed"})
+#: States both a resumed task and one a clear re-queued (in a new try) pass through.
+REQUEUED = frozenset({"scheduled", "queued", "running"})
+
+
+def judge_kill(*, state: str | None, try_number: int | None, deferred_try: int | None) -> KillVerdict:
+    """Whether a trigger stopped by Airflow means its task instance was killed, from the task instance now.
+
+    A clear starts a new try (the try number moves on once the scheduler re-queues the task); a resume keeps the
+    try. In the same try, ``deferred``, ``scheduled``, ``queued``, ``running``, ``up_for_reschedule`` and
+    ``restarting`` are a task that waits on or resumed: not killed. So is ``up_for_retry``: only the resumed
+    task failing on its own leads there (no user marks it; Airflow calls no ``on_kill`` on a timed-out
+    trigger), and its retry may reuse the batches. ``success`` and ``failed`` are a user's mark or the resumed
+    task's own end: killed unless woken. With the try number unknown, ``scheduled``, ``queued`` and ``running``
+    may be a resume or a clear the scheduler re-queued: killed unless woken too. An earlier try number than the
+    trigger's (only a stale record reads so) counts as unknown.
+
+    :param state: the task instance's state now (``"None"`` once cleared), ``None`` when it is unknown.
+    :param try_number: its try number now, ``None`` when it is unknown.
+    :param deferred_try: the try number the trigger was deferred under, ``None`` when it is unknown.
     """
-    return task_state is not None and task_state != "deferred"
+    if try_number is not None and deferred_try is not None and try_number > deferred_try:
+        return KillVerdict.KILLED  # a later try: cleared (or retried) since
+    same_try = try_number is not None and try_number == deferred_try  # an earlier try counts as unknown
+    if state in TAKEN_OFF:
+        return KillVerdict.KILLED
+    if state in ENDED or (state in REQUEUED and not same_try):
+        return KillVerdict.KILLED_UNLESS_WOKEN
+    return KillVerdict.NOT_KILLED  # the same try goes on, or the state is unknown (or new to this provider)

@@ -39,10 +39,10 @@ from benchmarks.common import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-README = ROOT / "README.md"
-#: The part of README.md that ``make bench`` rewrites with the latest table.
-README_START = "<!-- bench:start (written by make bench) -->"
-README_END = "<!-- bench:end -->"
+PERFORMANCE_PAGE = ROOT / "docs" / "performance.md"
+#: The part of docs/performance.md that ``make bench`` rewrites with the latest table.
+BENCH_START = "<!-- bench:start (written by make bench) -->"
+BENCH_END = "<!-- bench:end -->"
 
 #: name -> (ours, official); a comma-separated list is imported in order, timed after each module.
 IMPORT_MODULES = {
@@ -1064,23 +1064,23 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(text)
     print(text.split("## How it measures")[0].rstrip())
     print(f"\nwritten to {args.output}")
-    if args.output == RESULTS and update_readme(text):
-        print(f"and the Performance section of {README}")
+    if args.output == RESULTS and update_performance_page(text):
+        print(f"and the results in {PERFORMANCE_PAGE}")
     return 0
 
 
-def update_readme(results: str) -> bool:
-    """Put the latest table, targets and machine between the README's bench markers; False if it has none."""
-    if not README.exists():
+def update_performance_page(results: str) -> bool:
+    """Put the latest table, targets and machine between the docs page's bench markers; False if it has none."""
+    if not PERFORMANCE_PAGE.exists():
         return False
-    readme = README.read_text()
-    if README_START not in readme or README_END not in readme:
+    page = PERFORMANCE_PAGE.read_text()
+    if BENCH_START not in page or BENCH_END not in page:
         return False
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+    head, rest = page.split(BENCH_START, 1)
+    _, tail = rest.split(BENCH_END, 1)
     body = results.split("## How it measures")[0].split("\n", 1)[1].strip()  # without the title line
-    body = body.replace("## ", "#### ")  # nested under the README's Performance heading
-    README.write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    body = body.replace("## ", "### ")  # nested under the page's Results heading
+    PERFORMANCE_PAGE.write_text(f"{head}{BENCH_START}\n{body}\n{BENCH_END}{tail}")
     return True
 
 

@@ -150,7 +150,7 @@ def _explain(dag_id: str, *, on_emulator: bool) -> None:
             "take up to 24 hours):\n"
             '  export AIRFLOW_CONN_OPENAI_DEFAULT=\'{"conn_type": "openai_batch", "password": "sk-..."}\'\n'
             f"  make demo DAG={dag_id}\n"
-            "or put example_dags/ into your Airflow's dags folder and trigger it there (README: Connection)."
+            "or put example_dags/ into your Airflow's dags folder and trigger it there (docs/connections.md)."
         )
     else:
         print("\nThese answers came from the service that AIRFLOW_CONN_OPENAI_DEFAULT points at.")

@@ -4,7 +4,8 @@
 input into shards (here at most 1,000 requests each, so the small example makes three batches; leave
 ``max_requests_per_batch`` unset and the connection's limits apply: 50,000 requests or 200 MB per batch on
 OpenAI), creates one batch per shard, defers once while one trigger watches every shard batch, then merges
-the results into ``input_output.jsonl`` / ``input_error.jsonl`` in input order and returns the manifest.
+the results into ``input__<run id>_output.jsonl`` / ``input__<run id>_error.jsonl`` in input order and
+returns the manifest.
 A retry or a clear reuses the shard batches that exist; killing the deferred task cancels the running ones.
 ``check_order`` confirms the merged output follows the input line by line.
 

@@ -1,1 +1,1 @@
-"""Mutation testing of the deciding modules: see ``mutation/run.py`` and the README's development section."""
+"""Mutation testing of the deciding modules: see ``mutation/run.py`` and docs/contributing.md."""

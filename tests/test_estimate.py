@@ -274,7 +274,7 @@ def test_cost_matches_a_hand_calculation_and_the_estimate_bounds_it(
     assert estimate.cost_usd >= report.cost_usd
     assert estimate.input_tokens >= batch.usage.input_tokens
     assert estimate.output_tokens == N * limit >= batch.usage.output_tokens
-    # Long English-like prompts: about 4 bytes per token, so the bound is about 4x (stated in the README).
+    # Long English-like prompts: about 4 bytes per token, so the bound is about 4x (stated in docs/cost.md).
     assert estimate.cost_usd <= 4.1 * report.cost_usd
 
 
@@ -313,7 +313,7 @@ def example_inputs() -> dict[str, tuple[bytes, str]]:
     }
 
 
-# Measured estimate / actual factors on the examples (README, "Pre-flight estimate"): 8.8x and 12.3x with a
+# Measured estimate / actual factors on the examples (docs/cost.md, "Pre-flight estimate"): 8.8x and 12.3x with a
 # limit or no output (short texts: the JSON around them dominates each line); about 730x and 1,060x without
 # a completion-token limit (16,384 tokens bound each request).
 STATED_FACTORS = {"chat": 10, "embeddings": 15, "mapped": 1_000, "wait_in_create": 1_200}

@@ -27,9 +27,10 @@ from airflow_provider_openai_batch.wait_decision import (
     Finished,
     GiveUp,
     KeepWaiting,
+    KillVerdict,
     PollErrorBudget,
     WaitPolicy,
-    killed_by_user,
+    judge_kill,
 )
 
 #: Every status this version knows, and one it does not (the API adds statuses; gateways invent them).
@@ -215,20 +216,59 @@ def test_budget_must_not_be_negative() -> None:
         PollErrorBudget(-1)
 
 
-@pytest.mark.parametrize(
-    ("state", "killed"),
-    [
-        ("deferred", False),  # the trigger moved to another triggerer: the task still waits on it
-        (None, False),  # unknown: never cancel what no one asked to cancel
-        ("failed", True),
-        ("success", True),
-        ("None", True),  # cleared
-        ("scheduled", True),
-        ("up_for_retry", True),
-    ],
-)
-def test_a_stopped_trigger_is_a_kill_only_when_its_task_no_longer_waits(state: str | None, killed: bool) -> None:
-    assert killed_by_user(state) is killed
+# -- judge_kill: a trigger's on_kill, over every task state x the same, a new, an earlier or an unknown try ---------
+
+KILLED, NOT_KILLED, UNLESS_WOKEN = KillVerdict.KILLED, KillVerdict.NOT_KILLED, KillVerdict.KILLED_UNLESS_WOKEN
+
+#: Every state a task instance can have when its trigger's on_kill runs, and the verdict in the try it deferred in.
+IN_THE_SAME_TRY: dict[str | None, KillVerdict] = {
+    None: NOT_KILLED,  # unknown: never cancel what no one may have asked to cancel
+    "None": KILLED,  # cleared, not scheduled yet
+    "deferred": NOT_KILLED,  # the trigger moved to another triggerer, or the task re-deferred after a resume
+    "scheduled": NOT_KILLED,  # resumed from another copy of the trigger
+    "queued": NOT_KILLED,
+    "running": NOT_KILLED,
+    "up_for_reschedule": NOT_KILLED,
+    "restarting": NOT_KILLED,  # cleared while running after a resume: the worker's on_kill acts
+    "up_for_retry": NOT_KILLED,  # the resumed task failed on its own; a retry may reuse the batches
+    "success": UNLESS_WOKEN,  # a user's mark, or the resumed task's own end
+    "failed": UNLESS_WOKEN,
+    "skipped": KILLED,
+    "upstream_failed": KILLED,
+    "removed": KILLED,
+    "awaiting_input": NOT_KILLED,  # a state this provider does not know
+}
+
+
+#: Where the try number is unknown (no triggerer can read it on Airflow 3.1-3.3), a task the scheduler has again
+#: may have resumed or been cleared and re-queued: killed unless another copy of the trigger may have woken it.
+WITH_THE_TRY_UNKNOWN = IN_THE_SAME_TRY | {state: UNLESS_WOKEN for state in ("scheduled", "queued", "running")}
+
+
+@pytest.mark.parametrize("state", list(IN_THE_SAME_TRY))
+def test_in_the_same_try_the_state_decides(state: str | None) -> None:
+    assert judge_kill(state=state, try_number=2, deferred_try=2) is IN_THE_SAME_TRY[state]
+
+
+@pytest.mark.parametrize("state", list(WITH_THE_TRY_UNKNOWN))
+@pytest.mark.parametrize(("try_number", "deferred_try"), [(None, 2), (2, None), (None, None)])
+def test_with_a_try_unknown_a_re_queued_task_is_killed_unless_woken(
+    state: str | None, try_number: int | None, deferred_try: int | None
+) -> None:
+    assert judge_kill(state=state, try_number=try_number, deferred_try=deferred_try) is WITH_THE_TRY_UNKNOWN[state]
+
+
+@pytest.mark.parametrize("state", list(IN_THE_SAME_TRY))
+@pytest.mark.parametrize(("try_number", "deferred_try"), [(3, 2), (2, 1), (12, 2)])
+def test_a_new_try_is_a_kill_whatever_the_state(state: str | None, try_number: int, deferred_try: int) -> None:
+    # A clear (or a retry) started another try: scheduled, queued, running or deferred again, it is not this one.
+    assert judge_kill(state=state, try_number=try_number, deferred_try=deferred_try) is KILLED
+
+
+@pytest.mark.parametrize("state", list(WITH_THE_TRY_UNKNOWN))
+def test_an_earlier_try_than_the_trigger_s_own_counts_as_unknown(state: str | None) -> None:
+    # Only a stale record reads so; nothing can be told from it.
+    assert judge_kill(state=state, try_number=1, deferred_try=2) is WITH_THE_TRY_UNKNOWN[state]
 
 
 # -- Boundaries pinned by make mutate ------------------------------------------------------------------------------

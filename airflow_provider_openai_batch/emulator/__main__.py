@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"enqueued-{what} limit per model: a batch over it fails with {what}_limit_exceeded (default: none)",
         )
+    parser.add_argument(
+        "--id-length",
+        type=int,
+        default=None,
+        metavar="N",
+        help="mint every file and batch id N characters long (32 to 4096), as a gateway may (default: OpenAI's)",
+    )
     parser.add_argument("--data-dir", default=None, help="where files are stored (default: a temporary directory)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser
@@ -90,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.faults.add_spec(spec)
     server.store.enqueued_token_limit = args.enqueued_token_limit
     server.store.enqueued_request_limit = args.enqueued_request_limit
+    try:
+        server.set_id_length(args.id_length)
+    except ValueError as exc:
+        server.stop()  # removes its temporary data dir
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -790,6 +790,14 @@ class EmulatorServer:
         with self.store.lock:
             self.store.phase_seconds = float(seconds)
 
+    def set_id_length(self, length: int | None) -> None:
+        """Mint every new file and batch id ``length`` characters long (``None``: OpenAI's ids), to test a client
+        against a gateway whose ids are no file names (LiteLLM's are about 330 characters)."""
+        if length is not None and not 32 <= length <= 4096:
+            raise ValueError("id length must be from 32 to 4096 characters")
+        with self.store.lock:
+            self.store.id_length = length
+
     def seed_batches(
         self,
         n: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import threading
 import uuid
@@ -108,12 +109,20 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def _new_file_id() -> str:
-    return "file-" + uuid.uuid4().hex[:22]
+def _new_file_id(length: int | None = None) -> str:
+    return _new_id("file-", uuid.uuid4().hex[:22], length)
 
 
-def _new_batch_id() -> str:
-    return "batch_" + uuid.uuid4().hex
+def _new_batch_id(length: int | None = None) -> str:
+    return _new_id("batch_", uuid.uuid4().hex, length)
+
+
+def _new_id(prefix: str, core: str, length: int | None) -> str:
+    """``prefix + core``; with ``length``, an id of exactly that many characters, as a gateway's long ids are
+    (LiteLLM's are about 330 characters of URL-safe base64): ``prefix + core`` and random URL-safe characters."""
+    if length is None:
+        return prefix + core
+    return (prefix + core + secrets.token_urlsafe(length))[:length]
 
 
 def normalize_endpoint(endpoint: str) -> str:
@@ -237,8 +246,15 @@ class Store:
         self.enqueued_request_limit: int | None = None
         #: The most batches of each model seen ``in_progress`` at once (for tests of client-side admission).
         self.peak_in_progress: dict[str, int] = {}
+        #: ``None``: ids as OpenAI's; N: every new file and batch id is N characters, as a gateway's may be (set
+        #: it with ``EmulatorServer.set_id_length``); files are then stored under their ids' SHA-256.
+        self.id_length: int | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _disk_name(self, id_: str) -> str:
+        """Where an id's data is stored: the id itself, or its SHA-256 when ids are long (no file names)."""
+        return id_ if self.id_length is None else hashlib.sha256(id_.encode()).hexdigest()
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -283,8 +299,8 @@ class Store:
                 expires_at = created + DEFAULT_FILE_TTL_SECONDS
             else:
                 expires_at = None
-            file_id = _new_file_id()
-            path = self.files_dir / file_id
+            file_id = _new_file_id(self.id_length)
+            path = self.files_dir / self._disk_name(file_id)
             os.replace(tmp_path, path)
             rec = FileRecord(file_id, self._next_seq(), filename, purpose, size, created, expires_at, path)
             self.files[file_id] = rec
@@ -344,8 +360,8 @@ class Store:
                 data = (json.dumps(obj) + "\n").encode("utf-8")
                 fh.write(data)
                 size += len(data)
-        file_id = _new_file_id()
-        path = self.files_dir / file_id
+        file_id = _new_file_id(self.id_length)
+        path = self.files_dir / self._disk_name(file_id)
         os.replace(tmp, path)
         ttl = batch.output_expires_seconds or DEFAULT_FILE_TTL_SECONDS
         rec = FileRecord(
@@ -418,8 +434,8 @@ class Store:
             content = _file_digest(rec.path)
             attempt = self._inputs_seen.get(content, 0)
             self._inputs_seen[content] = attempt + 1
-            batch_id = _new_batch_id()
-            link = self.batch_dir / f"{batch_id}.input.jsonl"
+            batch_id = _new_batch_id(self.id_length)
+            link = self.batch_dir / f"{self._disk_name(batch_id)}.input.jsonl"
             try:
                 os.link(rec.path, link)
             except OSError:

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from airflow_provider_openai_batch.exceptions import NotFoundError
 from airflow_provider_openai_batch.job.destination import Destination
 from airflow_provider_openai_batch.job.merge import MergeStats, Overdue, ResultFile, merge_results
+from airflow_provider_openai_batch.job.names import local_file_name
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.models import Batch
 
@@ -40,25 +42,31 @@ def collect_results(
     *,
     download: Callable[[str, Path], Any],
     open_input: Callable[[], AbstractContextManager[IO[Any]]],
-    input_name: str,
+    names: tuple[str, str],
     destination: Any,
+    owner: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     retry_dir: Path | None = None,
     overdue: Overdue | None = None,
+    log: Any = None,
 ) -> MergedJob:
     """Download the shard batches' output and error files to a scratch folder, then merge them in input order
-    into ``<input name>_output.jsonl`` and ``<input name>_error.jsonl`` at ``destination``.
+    into the two ``names`` at ``destination``.
 
     :param plan: the job's plan; every shard has its batch in ``batches``.
     :param batches: the shard batches, terminal, by id.
     :param download: ``(file_id, local path)``: streams one file from the API (the hook's ``download_file``).
     :param open_input: opens the job's input again, in binary, at its start.
-    :param input_name: the input's file name; the merged files are named after its stem.
+    :param names: the merged ``(output, error)`` file names (see
+        :func:`~airflow_provider_openai_batch.job.destination.merged_names`).
     :param destination: a local folder, a URI or an ``ObjectStoragePath``.
+    :param owner: the task instance writing them: a file another one wrote is never replaced.
+    :param overwrite: replace the files whoever wrote them.
     :param retry_dir: where to write the input lines of retryable failures (``retry.jsonl``), for a
         resubmission; ``None``: not written.
     :param overdue: what the job's deadline left unrun (shards never submitted have no batch and are skipped).
+    :param log: where to warn about a result file that is gone.
     """
-    stem = Path(input_name).stem or "job"
     with tempfile.TemporaryDirectory(prefix="openai-batch-merge-") as scratch:
         work = Path(scratch)
         started = time.monotonic()
@@ -71,12 +79,19 @@ def collect_results(
             # Errors first, answers last: a line with both keeps its answer.
             for file_id, ok in ((batch.error_file_id, False), (batch.output_file_id, True)):
                 if file_id:
-                    path = work / f"{file_id}.jsonl"
-                    download(file_id, path)
+                    path = work / local_file_name(file_id)
+                    try:
+                        download(file_id, path)
+                    except NotFoundError:  # expired or deleted: its lines count as not answered
+                        if log is not None:
+                            log.warning(
+                                "File %s of batch %s is gone: its lines count as not answered", file_id, batch.id
+                            )
+                        continue
                     results.append(ResultFile(path, ok=ok, overdue=batch.id in cancelled))
         downloaded = time.monotonic()
-        target = Destination(destination, work)
-        out_name, err_name = f"{stem}_output.jsonl", f"{stem}_error.jsonl"
+        target = Destination(destination, work, owner=owner, overwrite=overwrite)
+        out_name, err_name = names
         retry = retry_dir / "retry.jsonl" if retry_dir is not None else None
         numbers = retry_dir / "retry.lines" if retry_dir is not None else None
         with contextlib.ExitStack() as stack:

@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from airflow_provider_openai_batch.error_codes import (
+    DEADLINE_EXCEEDED,
+    MISSING_RESULT,
+    LineKind,
+    classify_error,
+    classify_line,
+    resubmitted_within_try,
+)
 from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
 from airflow_provider_openai_batch.job.plan import JobPlan
 from airflow_provider_openai_batch.job.split import iter_bounded_lines, open_index
@@ -25,23 +33,12 @@ from airflow_provider_openai_batch.job.split import iter_bounded_lines, open_ind
 __all__ = [
     "DEADLINE_EXCEEDED",
     "MISSING_RESULT",
-    "RETRYABLE_CODES",
     "InputChangedError",
     "MergeStats",
     "Overdue",
     "ResultFile",
-    "classify_error",
     "merge_results",
 ]
-
-#: Error code of a merged error line written for an input line that no shard batch answered.
-MISSING_RESULT = "missing_result"
-#: Error code of a merged error line for an input line the job's deadline left unrun (cancelled or never sent).
-DEADLINE_EXCEEDED = "deadline_exceeded"
-#: Error codes of lines that may succeed when run again (besides HTTP 408, 429 and 5xx answers).
-RETRYABLE_CODES = frozenset(
-    {"batch_expired", "rate_limit_exceeded", "server_error", "internal_error", "timeout", "service_unavailable"}
-)
 _FLUSH = 20_000
 _MAX_CODES = 50
 
@@ -103,8 +100,11 @@ class MergeStats:
     :param missing: input lines that had no result at all (each written to the error file).
     :param unexpected: result lines whose ``custom_id`` is not in the input (left out, counted).
     :param error_codes: error file lines by error code (``missing_result`` for missing ones).
-    :param retryable: error file lines that may succeed when run again (see :func:`classify_error`).
+    :param retryable: error file lines a resubmission round of this try runs again (see
+        :func:`~airflow_provider_openai_batch.error_codes.resubmitted_within_try`).
     :param retry_lines: of those, the input lines written to the ``retry`` file.
+    :param unrun: error file lines that never ran (expired, cancelled, missing, stopped by the deadline).
+    :param inflight: lines without an answer that a running batch holds (see ``inflight``).
     """
 
     output_lines: int = 0
@@ -116,6 +116,8 @@ class MergeStats:
     error_codes: dict[str, int] = field(default_factory=dict)
     retryable: int = 0
     retry_lines: int = 0
+    unrun: int = 0
+    inflight: int = 0
 
     def count_code(self, code: str) -> None:
         if code in self.error_codes or len(self.error_codes) < _MAX_CODES:
@@ -159,15 +161,32 @@ def _index_input(db: Any, stream: IO[Any], plan: JobPlan) -> None:
         )
 
 
+def _index_inflight(db: Any, inputs: Sequence[Path], fast: bool) -> None:
+    db.execute("CREATE TABLE inflight (custom_id TEXT PRIMARY KEY) WITHOUT ROWID")
+    for path in inputs:
+        pending: list[tuple[str]] = []
+        with open(path, "rb") as stream:
+            for raw in stream:
+                if raw.strip():
+                    with contextlib.suppress(ValueError):
+                        pending.append((_input_id(raw, fast),))
+                if len(pending) >= _FLUSH:
+                    db.executemany("INSERT OR IGNORE INTO inflight VALUES (?)", pending)
+                    pending.clear()
+        db.executemany("INSERT OR IGNORE INTO inflight VALUES (?)", pending)
+
+
 def _index_results(db: Any, results: Sequence[ResultFile], stats: MergeStats) -> None:
-    # Answers win over errors, and a later file over an earlier one: a resubmitted line's latest answer counts.
+    # The best result of each line wins (answered > final error > passing error > unrun, see LineKind), and of
+    # two of one kind the later file: ``results`` come in the order their batches were created.
     db.execute(
-        "CREATE TABLE result (custom_id TEXT PRIMARY KEY, src INTEGER, off INTEGER, len INTEGER, ok INTEGER) "
+        "CREATE TABLE result (custom_id TEXT PRIMARY KEY, src INTEGER, off INTEGER, len INTEGER, kind INTEGER) "
         "WITHOUT ROWID"
     )
     upsert = (
         "INSERT INTO result VALUES (?, ?, ?, ?, ?) ON CONFLICT (custom_id) DO UPDATE SET "
-        "src = excluded.src, off = excluded.off, len = excluded.len, ok = excluded.ok WHERE excluded.ok >= result.ok"
+        "src = excluded.src, off = excluded.off, len = excluded.len, kind = excluded.kind "
+        "WHERE excluded.kind >= result.kind"
     )
     for src, result in enumerate(results):
         pending: list[tuple[str, int, int, int, int]] = []
@@ -181,38 +200,11 @@ def _index_results(db: Any, results: Sequence[ResultFile], stats: MergeStats) ->
                 if custom_id is None:
                     stats.unexpected += 1
                     continue
-                pending.append((custom_id, src, start, len(raw), int(result.ok)))
+                pending.append((custom_id, src, start, len(raw), int(classify_line(raw, output=result.ok))))
                 if len(pending) >= _FLUSH:
                     db.executemany(upsert, pending)
                     pending.clear()
         db.executemany(upsert, pending)
-
-
-def classify_error(raw: bytes) -> tuple[str, bool]:
-    """An error line's code (its ``code``, else its ``type``) and whether running the line again may heal it.
-
-    Retryable: the line never ran (``batch_expired``), or the service failed it for a passing reason (HTTP
-    408, 429 or 5xx, rate limits, timeouts, server errors). Not retryable: the request itself is wrong
-    (400 ``invalid_request_error``, content policy), the user cancelled the batch (``batch_cancelled``),
-    and anything unknown.
-    """
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return "unknown", False
-    if not isinstance(data, dict):
-        return "unknown", False
-    found = data.get("response")
-    response: dict[str, Any] = found if isinstance(found, dict) else {}
-    status = response.get("status_code")
-    error = data.get("error")
-    if not isinstance(error, dict):
-        body = response.get("body")
-        error = body.get("error") if isinstance(body, dict) else None
-    code = (error.get("code") or error.get("type")) if isinstance(error, dict) else None
-    code = str(code) if code else (f"http_{status}" if isinstance(status, int) else "unknown")
-    passing = isinstance(status, int) and (status in (408, 429) or status >= 500)
-    return code, passing or code in RETRYABLE_CODES
 
 
 def _copy_lines(db: Any, stream: IO[Any], plan: JobPlan, out: IO[bytes], numbers: IO[bytes] | None) -> int:
@@ -254,6 +246,8 @@ def merge_results(
     retry: IO[bytes] | None = None,
     retry_lines: IO[bytes] | None = None,
     overdue: Overdue | None = None,
+    inflight: Sequence[Path] = (),
+    new_try: bool = False,
 ) -> MergeStats:
     """Write every input line's result to ``output`` (answers) or ``errors`` (failures, no result), in input order.
 
@@ -268,6 +262,10 @@ def merge_results(
     :param retry_lines: with ``retry``: the input line number of each of them, as 8-byte integers.
     :param overdue: what the job's deadline left unrun: those lines' ``batch_cancelled`` or missing results
         become ``deadline_exceeded`` lines (never retried).
+    :param inflight: the input files of the job's batches still running: their lines are in flight, never
+        written to ``retry`` (counted in ``stats.inflight``).
+    :param new_try: the retry rule of a new try (a retry or a clear) rather than of a resubmission round: every
+        line not answered and not failed for good is run again, whatever left it unrun.
     :raises InputChangedError: when the input is not the one that was split.
     """
     stats = MergeStats()
@@ -276,14 +274,16 @@ def merge_results(
     try:
         _index_input(db, input_stream, plan)
         _index_results(db, results, stats)
+        _index_inflight(db, inflight, plan.leading_ids)
         answered = 0
         db.execute("CREATE TABLE retry (line_no INTEGER PRIMARY KEY)")
         again: list[tuple[int]] = []
         rows = db.execute(
-            "SELECT i.line_no, i.custom_id, r.src, r.off, r.len, r.ok FROM input i "
-            "LEFT JOIN result r ON r.custom_id = i.custom_id ORDER BY i.line_no"
+            "SELECT i.line_no, i.custom_id, r.src, r.off, r.len, r.kind, f.custom_id IS NOT NULL FROM input i "
+            "LEFT JOIN result r ON r.custom_id = i.custom_id LEFT JOIN inflight f ON f.custom_id = i.custom_id "
+            "ORDER BY i.line_no"
         )
-        for line_no, custom_id, src, offset, length, ok in rows:
+        for line_no, custom_id, src, offset, length, kind, flying in rows:
             if src is None:
                 raw = missing_line(custom_id)
                 stats.missing += 1
@@ -292,27 +292,32 @@ def merge_results(
                 raw = os.pread(fds[src], length, offset)
                 if not raw.endswith(b"\n"):
                     raw += b"\n"
-            if ok:
+            if kind == LineKind.ANSWERED:
                 output.write(raw)
                 stats.output_lines += 1
                 stats.output_bytes += len(raw)
-            else:
-                code, retryable = (MISSING_RESULT, False) if src is None else classify_error(raw)
-                if overdue is not None and (
-                    (src is None and overdue.covers(line_no))
-                    or (src is not None and results[src].overdue and code == "batch_cancelled")
-                ):
-                    raw, code, retryable = overdue.line(custom_id), DEADLINE_EXCEEDED, False
-                errors.write(raw)
-                stats.error_lines += 1
-                stats.error_bytes += len(raw)
-                stats.count_code(code)
-                if retryable:
-                    stats.retryable += 1
-                    again.append((line_no,))
-                    if len(again) >= _FLUSH:
-                        db.executemany("INSERT INTO retry VALUES (?)", again)
-                        again.clear()
+                continue
+            code, line_kind = (MISSING_RESULT, LineKind.UNRUN) if src is None else classify_error(raw)
+            if overdue is not None and (
+                (src is None and overdue.covers(line_no))
+                or (src is not None and results[src].overdue and code == "batch_cancelled")
+            ):
+                raw, code, line_kind = overdue.line(custom_id), DEADLINE_EXCEEDED, LineKind.UNRUN
+            errors.write(raw)
+            stats.error_lines += 1
+            stats.error_bytes += len(raw)
+            stats.count_code(code)
+            if line_kind is LineKind.UNRUN:
+                stats.unrun += 1
+            run_again = line_kind is not LineKind.FINAL if new_try else resubmitted_within_try(code, line_kind)
+            if flying:
+                stats.inflight += 1
+            elif run_again:
+                stats.retryable += 1
+                again.append((line_no,))
+                if len(again) >= _FLUSH:
+                    db.executemany("INSERT INTO retry VALUES (?)", again)
+                    again.clear()
         db.executemany("INSERT INTO retry VALUES (?)", again)
         (indexed,) = db.execute("SELECT COUNT(*) FROM result").fetchone()
         stats.unexpected += indexed - answered

@@ -145,6 +145,11 @@ class JobPlan:
     :param capacity_wait_seconds: time so far during which a shard waited for capacity (enqueued limit).
     :param waiting_since: epoch seconds since which a shard waits for capacity, ``None`` when none does.
     :param deadline: the job's deadline, ``None`` without one.
+    :param job: the key every batch of the job is tagged with (see :mod:`.record`), once known.
+    :param attempt: which try of the task made this plan's new shards (part of their tags): the try number and
+        how many batches of the job it found first.
+    :param first_round: the round this try started at (0 on the first try; after the rounds of the batches an
+        earlier try made): ``max_resubmits`` counts the rounds of this try from it.
     """
 
     source: str
@@ -158,6 +163,9 @@ class JobPlan:
     capacity_wait_seconds: float = 0.0
     waiting_since: float | None = None
     deadline: JobDeadline | None = None
+    job: str = ""
+    attempt: str = ""
+    first_round: int = 0
 
     @property
     def rounds(self) -> int:
@@ -184,6 +192,9 @@ class JobPlan:
             "capacity_wait_seconds": self.capacity_wait_seconds,
             "waiting_since": self.waiting_since,
             "deadline": self.deadline.to_dict() if self.deadline is not None else None,
+            "job": self.job,
+            "attempt": self.attempt,
+            "first_round": self.first_round,
         }
 
     @classmethod
@@ -200,4 +211,7 @@ class JobPlan:
             capacity_wait_seconds=float(data.get("capacity_wait_seconds") or 0.0),
             waiting_since=float(data["waiting_since"]) if data.get("waiting_since") is not None else None,
             deadline=JobDeadline.from_dict(data["deadline"]) if data.get("deadline") else None,
+            job=str(data.get("job") or ""),
+            attempt=str(data.get("attempt") or ""),
+            first_round=int(data.get("first_round") or 0),
         )

@@ -7,6 +7,7 @@ fails it unless ``allow_partial``. Then the totals decide: no answered line fail
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -14,7 +15,26 @@ from airflow_provider_openai_batch.job.plan import JobPlan, ShardInfo
 from airflow_provider_openai_batch.models import Batch, BatchStatus
 from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict, judge_batch
 
-__all__ = ["JobOutcome", "describe_job_progress", "judge_job", "judge_plan"]
+__all__ = ["JobOutcome", "JobReason", "describe_job_progress", "judge_job", "judge_plan"]
+
+
+class JobReason(str, enum.Enum):
+    """Why a job has its verdict (the manifest's ``reason``)."""
+
+    RUNNING = "running"
+    SHARD_FAILED = "shard_failed"
+    CAPACITY = "capacity"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ALL_REQUESTS_FAILED = "all_requests_failed"
+    NO_OUTPUT = "no_output"
+    TOO_MANY_FAILED_REQUESTS = "too_many_failed_requests"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    #: accepted with what the job had at its deadline (``on_deadline="partial"``)
+    DEADLINE = "deadline"
+    #: failed at its deadline (``on_deadline="fail"``)
+    DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
 @dataclass(frozen=True)
@@ -22,14 +42,12 @@ class JobOutcome:
     """The verdict on a job.
 
     :param verdict: wait, succeed or fail.
-    :param reason: ``running``, ``shard_failed``, ``expired``, ``cancelled``, ``all_requests_failed``,
-        ``no_output``, ``too_many_failed_requests``, ``completed``, ``partial`` or ``deadline`` (accepted with
-        what the job had at its deadline).
+    :param reason: why (see :class:`JobReason`).
     :param message: what happened, naming the shards concerned.
     """
 
     verdict: Verdict
-    reason: str
+    reason: JobReason
     message: str
 
 
@@ -72,15 +90,17 @@ def judge_job(
             else ""
         )
         details = "\n".join(f"{_name(s, b)}: {judge_batch(b).message}" for s, b in failed)
-        return JobOutcome(Verdict.FAIL, "shard_failed", f"{len(failed)} shard batch(es) failed:\n{details}{still}")
+        return JobOutcome(
+            Verdict.FAIL, JobReason.SHARD_FAILED, f"{len(failed)} shard batch(es) failed:\n{details}{still}"
+        )
     if any(not b.status.is_terminal for _, b in shards):
         done = sum(1 for _, b in shards if b.status.is_terminal)
-        return JobOutcome(Verdict.WAIT, "running", f"{done}/{len(shards)} shard batches finished")
+        return JobOutcome(Verdict.WAIT, JobReason.RUNNING, f"{done}/{len(shards)} shard batches finished")
     short = [(s, b) for s, b in shards if b.status.may_have_partial_output]
     accepted = set(deadline_cancelled or ())
     refused = [(s, b) for s, b in short if b.id not in accepted]
     if refused and not allow_partial and (unfinished is None or unfinished > 0):
-        status = refused[0][1].status.value
+        status = JobReason(refused[0][1].status.value)
         lines = "\n".join(
             f"{_name(s, b)}: {b.status.value}, {b.request_counts.completed} completed of {b.request_counts.total}"
             for s, b in refused
@@ -97,22 +117,22 @@ def judge_job(
         f"{completed:,} answered, {failures:,} failed or unanswered of {requests:,} requests in {len(shards)} batch(es)"
     )
     if completed == 0:
-        reason = "no_output" if short else "all_requests_failed"
+        reason = JobReason.NO_OUTPUT if short else JobReason.ALL_REQUESTS_FAILED
         return JobOutcome(Verdict.FAIL, reason, f"The job has no answered request: {tally}; see the error file.")
     if policy.exceeded_by(failures, requests):
         return JobOutcome(
             Verdict.FAIL,
-            "too_many_failed_requests",
+            JobReason.TOO_MANY_FAILED_REQUESTS,
             f"The job has more failed requests than max_failed_requests={policy.describe()}: {tally}; see the "
             "error file (failed lines by error code are in the manifest).",
         )
     if deadline_cancelled is not None and failures:
         return JobOutcome(
-            Verdict.SUCCEED, "deadline", f"Job accepted with the results it had at its deadline: {tally}."
+            Verdict.SUCCEED, JobReason.DEADLINE, f"Job accepted with the results it had at its deadline: {tally}."
         )
     if short and (unfinished is None or unfinished > 0):
-        return JobOutcome(Verdict.SUCCEED, "partial", f"Job accepted with partial results: {tally}.")
-    return JobOutcome(Verdict.SUCCEED, "completed", f"Job completed: {tally}.")
+        return JobOutcome(Verdict.SUCCEED, JobReason.PARTIAL, f"Job accepted with partial results: {tally}.")
+    return JobOutcome(Verdict.SUCCEED, JobReason.COMPLETED, f"Job completed: {tally}.")
 
 
 def judge_plan(

@@ -1,5 +1,5 @@
-"""The Job operator's waits: in the worker (``deferrable=False``), polling every running shard batch each
-interval; and back from the trigger, the plan and batches its event carries."""
+"""The Job operator's waits: in the worker (``deferrable=False``), polling the batches the job decision waits
+on each interval; and back from the trigger, the plan and batches its event carries."""
 
 from __future__ import annotations
 
@@ -12,66 +12,78 @@ from airflow_provider_openai_batch._compat import AirflowException, AirflowFailE
 
 if TYPE_CHECKING:
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
+    from airflow_provider_openai_batch.job.decide import Wait
     from airflow_provider_openai_batch.job.plan import JobPlan
     from airflow_provider_openai_batch.models import Batch
 
-__all__ = ["poll_in_worker", "resume_from_event"]
-
-#: ``(plan, batches) -> (plan, batches)``: what the job does between polls (admission submits shards).
-Between = Callable[["JobPlan", "dict[str, Batch]"], "tuple[JobPlan, dict[str, Batch]]"]
+__all__ = ["poll_until", "resume_from_event"]
 
 
-def poll_in_worker(
-    plan: JobPlan,
+def poll_until(
+    step: Wait,
     batches: dict[str, Batch],
     *,
     hook: OpenAIBatchHook,
     log: logging.Logger | Any,
     poll_interval: float,
-    timeout: float | None,
     max_consecutive_errors: int,
-    done: Callable[[JobPlan, dict[str, Batch]], bool],
-    between: Between | None = None,
-) -> tuple[JobPlan, dict[str, Batch]]:
-    """Poll until ``done``: each shard batch fed to a wait decision of its own, as a single batch's wait.
+    requests: int,
+    timeout: float | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll the batches ``step`` names until it says to wake: one ended (``wake_on_finish``), all ended, one
+    failed, or ``step.until`` came. Each batch has a wait decision of its own, as a single batch's wait.
 
-    :param plan: the job's plan.
-    :param batches: its batches as last seen, by id (updated in place).
+    :param step: what to wait for (from the job decision).
+    :param batches: the job's batches as last seen, by id (updated in place).
     :param hook: the task's hook.
     :param log: the task's logger.
     :param poll_interval: seconds between poll rounds.
-    :param timeout: seconds to wait at most, ``None``: no limit.
     :param max_consecutive_errors: transient poll failures in a row tolerated per batch.
-    :param done: whether nothing is left to wait for.
-    :param between: run after each poll round.
+    :param requests: the job's requests, for the progress line.
+    :param timeout: seconds this wait may last (``wait_timeout``), ``None``: no limit.
+    :param clock: epoch seconds now.
+    :param sleep: waits between rounds.
+    :raises AirflowException: a transient failure outlasted the budget, or the wait timed out (retried).
+    :raises AirflowFailException: a poll failed for good.
     """
-    from airflow_provider_openai_batch.job.deadline import job_wake_at
     from airflow_provider_openai_batch.job.verdict import describe_job_progress
+    from airflow_provider_openai_batch.models import BatchStatus
     from airflow_provider_openai_batch.wait_decision import BatchWaitDecision, GiveUp, KeepWaiting, WaitPolicy
     from airflow_provider_openai_batch.waiting import raise_give_up
 
     policy = WaitPolicy(poll_interval=poll_interval, timeout=timeout, max_consecutive_errors=max_consecutive_errors)
-    started = time.monotonic()
-    decisions: dict[str, BatchWaitDecision] = {}
-    while not done(plan, batches):
-        wake = job_wake_at(plan, now=time.time())  # a deadline or a back-off may come before the next round
-        time.sleep(poll_interval if wake is None else min(poll_interval, max(0.0, wake - time.time())))
-        for batch_id in [b for b, batch in batches.items() if not batch.status.is_terminal]:
-            decisions.setdefault(batch_id, BatchWaitDecision(batch_id, policy, started_at=started))
+    started = clock()
+    decisions = {b: BatchWaitDecision(b, policy, started_at=started) for b in step.batch_ids}
+    if not step.batch_ids and step.until is None:  # nothing to wait for (the decision never asks this)
+        return
+    while True:
+        now = clock()
+        if step.until is not None and now >= step.until:
+            return
+        sleep(poll_interval if step.until is None else min(poll_interval, max(0.0, step.until - now)))
+        running = [b for b in step.batch_ids if b not in batches or not batches[b].status.is_terminal]
+        for batch_id in running:
             try:
                 batches[batch_id] = hook.retrieve_batch(batch_id)
             except Exception as exc:
-                step = decisions[batch_id].on_error(exc, now=time.monotonic())
+                decided = decisions[batch_id].on_error(exc, now=clock())
             else:
-                step = decisions[batch_id].on_batch(batches[batch_id], now=time.monotonic())
-            if isinstance(step, GiveUp):
-                raise_give_up(step)
-            if isinstance(step, KeepWaiting) and step.warning:
-                log.warning("%s", step.warning)
-        log.info("%s", describe_job_progress(list(batches.values()), plan.requests))
-        if between is not None:
-            plan, batches = between(plan, batches)
-    return plan, batches
+                decided = decisions[batch_id].on_batch(batches[batch_id], now=clock())
+            if isinstance(decided, GiveUp):
+                raise_give_up(decided)
+            if isinstance(decided, KeepWaiting) and decided.warning:
+                log.warning("%s", decided.warning)
+        if step.batch_ids:
+            log.info("%s", describe_job_progress([batches[b] for b in step.batch_ids if b in batches], requests))
+        ended = [b for b in step.batch_ids if b in batches and batches[b].status.is_terminal]
+        if (
+            len(ended) == len(step.batch_ids) > 0
+            or (step.wake_on_finish and ended)
+            or any(batches[b].status is BatchStatus.FAILED for b in ended)
+        ):
+            return
 
 
 def resume_from_event(event: Any, *, retrieve: Callable[[str], Batch]) -> tuple[JobPlan, dict[str, Batch]]:

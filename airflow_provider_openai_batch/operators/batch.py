@@ -17,6 +17,7 @@ from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_b
 from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.hooks.validation import check_create_arguments as check_create_arguments
 from airflow_provider_openai_batch.idempotency import look_back, task_instance_key
+from airflow_provider_openai_batch.job.names import local_file_name
 from airflow_provider_openai_batch.links import OpenAIBatchLink
 from airflow_provider_openai_batch.operators.input_file import InputFile, jsonl_name
 from airflow_provider_openai_batch.wait_decision import WaitPolicy
@@ -289,6 +290,7 @@ class OpenAIBatchCancelOperator(BatchWaitMixin, BaseOperator):
     :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
     :param poll_interval: seconds between polls while waiting.
     :param wait_timeout: how long to wait (cancelling takes up to ~10 minutes).
+    :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
     """
 
     template_fields: Sequence[str] = ("batch_id",)
@@ -363,7 +365,9 @@ class OpenAIBatchDownloadOperator(BaseOperator):
 
     Nothing is held whole in memory. Returns ``{"output": {"file_id", "path", "lines", "bytes"}, "error":
     {...} or None}``. Files are named ``<batch_id>_output.jsonl`` / ``<batch_id>_error.jsonl`` (or
-    ``<file_id>.jsonl`` when a ``file_id`` is given).
+    ``<file_id>.jsonl`` when a ``file_id`` is given); an id that is long or not a plain name (a gateway's may
+    be 330 characters, or hold ``/``) is shortened to its start and a hash, see
+    :func:`~airflow_provider_openai_batch.job.names.local_file_name`.
 
     :param batch_id: download the batch's output (and error) file (templated). Give this or ``file_id``.
     :param file_id: download one file (templated).
@@ -402,7 +406,7 @@ class OpenAIBatchDownloadOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         hook = self.hook
         if self.file_id is not None:
-            return {"output": self._download(hook, self.file_id, f"{self.file_id}.jsonl"), "error": None}
+            return {"output": self._download(hook, self.file_id, local_file_name(self.file_id)), "error": None}
         batch = hook.retrieve_batch(str(self.batch_id))
         if not batch.status.is_terminal:
             raise AirflowFailException(
@@ -411,10 +415,10 @@ class OpenAIBatchDownloadOperator(BaseOperator):
         if not batch.output_file_id and not batch.error_file_id:
             raise AirflowFailException(f"Batch {batch.id} ({batch.status.value}) has no output or error file")
         result: dict[str, Any] = {"output": None, "error": None}
-        if batch.output_file_id:
-            result["output"] = self._download(hook, batch.output_file_id, f"{batch.id}_output.jsonl")
-        if batch.error_file_id and self.include_errors:
-            result["error"] = self._download(hook, batch.error_file_id, f"{batch.id}_error.jsonl")
+        errors = batch.error_file_id if self.include_errors else None
+        for kind, file_id in (("output", batch.output_file_id), ("error", errors)):
+            if file_id:
+                result[kind] = self._download(hook, file_id, local_file_name(batch.id, suffix=f"_{kind}.jsonl"))
         return result
 
     def _download(self, hook: OpenAIBatchHook, file_id: str, name: str) -> dict[str, Any]:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_openai_batch._compat import default_deferrable
+from airflow_provider_openai_batch._compat import AirflowFailException, default_deferrable
 from airflow_provider_openai_batch.budget import check_cost_arguments, enforce_budget, task_price_table
 from airflow_provider_openai_batch.capacity import EnqueuedLimit
 from airflow_provider_openai_batch.job.deadline import check_on_deadline, parse_deadline
-from airflow_provider_openai_batch.outcome import FailedRequestsPolicy, Verdict
-from airflow_provider_openai_batch.waiting import as_seconds
+from airflow_provider_openai_batch.outcome import FailedRequestsPolicy
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_MANIFEST
 
 if TYPE_CHECKING:
@@ -26,15 +25,12 @@ if TYPE_CHECKING:
 
     from airflow_provider_openai_batch.capacity import EnqueuedLimits
     from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
-    from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.limits import ShardLimits
-    from airflow_provider_openai_batch.job.plan import JobPlan
-    from airflow_provider_openai_batch.job.split import SplitInput
-    from airflow_provider_openai_batch.models import Batch
-    from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
     from airflow_provider_openai_batch.pricing import PriceTable
 
 __all__ = ["XCOM_BATCH_IDS", "XCOM_MANIFEST", "OpenAIBatchJobOperator"]
+
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,149}")
 
 
 class OpenAIBatchJobOperator(BaseOperator):
@@ -116,6 +112,12 @@ class OpenAIBatchJobOperator(BaseOperator):
         (an upper bound, counted while it is split) exceeds this many US dollars, or cannot be computed.
     :param dry_run: check, split and estimate the input, then stop: nothing is uploaded and no batch is
         created; returns the estimate.
+    :param output_name: the merged files' common start (templated): ``<output_name>_output.jsonl`` and
+        ``<output_name>_error.jsonl``. Default: the input's stem, the run id and the map index
+        (``in__scheduled__2026-01-01T00_00_00_00_00__3``), so mapped tasks and daily runs never share a file.
+    :param overwrite: replace merged files that another task instance wrote. Without it such a file is never
+        replaced: the task fails before anything is uploaded, naming the file and who wrote it (a retry or a
+        clear of the same task instance may always replace its own).
     """
 
     template_fields: Sequence[str] = (
@@ -126,6 +128,7 @@ class OpenAIBatchJobOperator(BaseOperator):
         "metadata",
         "output_expires_after",
         "deadline",
+        "output_name",
     )
     template_fields_renderers = {"metadata": "json"}
     ui_color = "#10a37f"
@@ -158,6 +161,8 @@ class OpenAIBatchJobOperator(BaseOperator):
         prices: Mapping[str, Any] | None = None,
         max_cost_usd: float | None = None,
         dry_run: bool = False,
+        output_name: str | None = None,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -196,6 +201,11 @@ class OpenAIBatchJobOperator(BaseOperator):
         self.max_cost_usd = max_cost_usd
         # Not self.dry_run: BaseOperator.dry_run() is a method (render templates only) that must stay callable.
         self.dry_run_only = dry_run
+        self.output_name = output_name
+        self.overwrite = overwrite
+        #: the job's clock and its waits in the worker (tests give a clock they control)
+        self._clock: Callable[[], float] = time.time
+        self._sleep: Callable[[float], None] = time.sleep
         self.batch_ids: list[str] = []
 
     @cached_property
@@ -234,200 +244,67 @@ class OpenAIBatchJobOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_openai_batch.operators._job_deadline import refuse_past, resolve_job_deadline
-        from airflow_provider_openai_batch.operators._job_submit import split_job
+        from airflow_provider_openai_batch.operators._job_deadline import resolve_job_deadline
+        from airflow_provider_openai_batch.operators._job_run import JobRunner
+        from airflow_provider_openai_batch.operators._job_split import split_job
         from airflow_provider_openai_batch.operators.batch import check_create_arguments
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
         # Everything the client can check is checked before anything is uploaded or billed.
         check_create_arguments(self.endpoint, self.metadata, self.output_expires_after, self.completion_window)
         deadline = resolve_job_deadline(
-            context, self.deadline, self.on_deadline, log=self.log, dry_run=self.dry_run_only
+            context, self.deadline, self.on_deadline, log=self.log, dry_run=self.dry_run_only, now=self._clock()
         )
         limits = self.limits()
 
         source = InputFile(self.input_file)
         with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
             split = split_job(source, work, endpoint=self.endpoint, limits=limits, log=self.log)
-            if deadline is not None:  # checked again (a split takes a while); a retry's earlier batches cancelled
-                earlier = partial(self._cancel_earlier, context, split.plan)
-                refuse_past(deadline, dry_run=self.dry_run_only, earlier=earlier)
-                split = replace(split, plan=replace(split.plan, deadline=deadline))
-            plan = split.plan
             if split.estimator is not None:
-                estimate = split.estimator.result(plan.endpoint, self.price_table())
+                estimate = split.estimator.result(split.plan.endpoint, self.price_table())
                 enforce_budget(self, context, estimate, self.max_cost_usd)
                 if self.dry_run_only:
                     self.log.info("Dry run: nothing was uploaded and no batch was created")
                     return estimate.to_dict()
-            plan, batches = self._submit(context, split, source.name)
-        context["ti"].xcom_push(key=XCOM_BATCH_IDS, value=plan.batch_ids)
-        return self._wait(context, plan, batches)
+            self._claim_destination(context)
+            runner = JobRunner(self, context, Path(work), clock=self._clock, sleep=self._sleep)
+            plan, batches = runner.start(split, deadline)
+            return runner.run(plan, batches)
 
-    def _cancel_earlier(self, context: Context, plan: JobPlan) -> list[str]:
-        """Past the deadline, before anything is submitted: cancel the shard batches earlier tries left running."""
-        from airflow_provider_openai_batch.idempotency import look_back
-        from airflow_provider_openai_batch.operators._job_deadline import cancel_earlier_shards
-        from airflow_provider_openai_batch.operators._job_submit import shard_keys
-
-        if not look_back(context).needed:  # the first try: nothing to find
-            return []
-        keys = shard_keys(context, plan)
-        return cancel_earlier_shards(self._submitter(context), keys, hook=self.hook, log=self.log)
-
-    def _submit(self, context: Context, split: SplitInput, name: str) -> tuple[JobPlan, dict[str, Batch]]:
-        from airflow_provider_openai_batch.operators._job_submit import shard_keys
-
-        plan = split.plan
-        if self.enqueued_limits.is_set:
-            return self._admit(context, plan, {}, split)
-        shards, batches = self._submitter(context).submit(split, shard_keys(context, plan), Path(name).stem or "job")
-        return plan.with_shards(shards), batches
-
-    def _admit(
-        self, context: Context, plan: JobPlan, batches: dict[str, Batch], split: SplitInput | None = None
-    ) -> tuple[JobPlan, dict[str, Batch]]:
-        """Submit the pending shards that fit under the enqueued limits now (see :mod:`._job_admit`)."""
-        from airflow_provider_openai_batch.operators._job_admit import admit_shards
+    def merged_names(self, context: Context | Mapping[str, Any]) -> tuple[str, str]:
+        """The merged ``(output, error)`` file names of this task instance."""
+        from airflow_provider_openai_batch.job.destination import merged_names
         from airflow_provider_openai_batch.operators.input_file import InputFile
 
-        submitter = self._submitter(context)
-        return admit_shards(
-            context,
-            plan,
-            batches,
-            limits=self.enqueued_limits,
-            poll_interval=self.poll_interval,
-            source=InputFile(self.input_file),
-            submit=submitter.submit,
-            create_uploaded=submitter.create_uploaded,
-            log=self.log,
-            split=split,
-        )
+        if self.output_name:
+            base = str(self.output_name)
+            if not _OUTPUT_NAME.fullmatch(base):
+                raise ValueError(
+                    f"output_name {base!r} is not a file name: use 1 to 150 letters, digits, '.', '_' or '-', not "
+                    "starting with '.'"
+                )
+            return f"{base}_output.jsonl", f"{base}_error.jsonl"
+        return merged_names(context, InputFile(self.input_file).name)
 
-    def _submitter(self, context: Context) -> ShardSubmitter:
-        """Creates (or finds again) shard batches with this task's create arguments; tracks them for ``on_kill``."""
-        from airflow_provider_openai_batch.idempotency import look_back
-        from airflow_provider_openai_batch.operators._job_submit import ShardSubmitter
+    def _claim_destination(self, context: Context) -> None:
+        """Before anything is uploaded: the merged names are this task instance's (or ``overwrite`` says so)."""
+        from airflow_provider_openai_batch.exceptions import DestinationOwnedError
+        from airflow_provider_openai_batch.job.destination import Destination, task_instance_owner
 
-        create = {
-            "endpoint": self.endpoint,
-            "completion_window": self.completion_window,
-            "metadata": self.metadata,
-            "output_expires_after": self.output_expires_after,
-        }
-        not_before = look_back(context).not_before
-        return ShardSubmitter(self.hook, self.log, create, track=self.batch_ids.append, not_before=not_before)
-
-    def _resubmit(
-        self, context: Context, plan: JobPlan, batches: dict[str, Batch], merged: MergedJob, work: Path
-    ) -> dict[str, Any]:
-        """Run the lines that failed for a passing reason again, as the shards of a new round, and wait."""
-        from airflow_provider_openai_batch.operators._job_resubmit import submit_round
-        from airflow_provider_openai_batch.operators.input_file import InputFile
-
-        submitter = self._submitter(context)
-        plan, created = submit_round(
-            context,
-            plan,
-            merged,
-            work,
-            max_resubmits=self.max_resubmits,
-            stem=Path(InputFile(self.input_file).name).stem or "job",
-            submit=submitter.submit,
-            log=self.log,
-            # Under enqueued limits the round's batches wait for capacity as the input's shards do.
-            upload=submitter.upload if self.enqueued_limits.is_set else None,
-        )
-        return self._wait(context, plan, {**batches, **created})
-
-    # -- waiting -------------------------------------------------------------------------------
-
-    def _between(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
-        """What is due before (and between) waits: at a passed deadline its cancels, else admission."""
-        from airflow_provider_openai_batch.job.deadline import deadline_step
-        from airflow_provider_openai_batch.operators._job_deadline import meet_deadline
-
-        step = deadline_step(plan, batches, now=time.time())
-        if step is not None:
-            limits = self.enqueued_limits.to_dict() if self.enqueued_limits.is_set else None
-            return meet_deadline(context, plan, batches, step, hook=self.hook, log=self.log, enqueued_limits=limits)
-        if self.enqueued_limits.is_set:
-            return self._admit(context, plan, batches)
-        return plan, batches
-
-    def _wait(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
-        from airflow_provider_openai_batch.job.admission import pending
-        from airflow_provider_openai_batch.job.deadline import job_wake_at
-
-        plan, batches = self._between(context, plan, batches)
-        if self._done_waiting(plan, batches):
-            return self._finish(context, plan, batches)
-        if self.deferrable:
-            from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
-
-            timeout = as_seconds(self.wait_timeout)
-            batch_ids = plan.batch_ids
-            if self.enqueued_limits.is_set or plan.deadline is not None:  # the others are known
-                batch_ids = [b for b in batch_ids if b not in batches or not batches[b].status.is_terminal]
-            self.defer(
-                trigger=OpenAIBatchJobTrigger(
-                    conn_id=self.conn_id,
-                    batch_ids=batch_ids,
-                    wake_on_finish=bool(pending(plan)),
-                    wake_at=job_wake_at(plan, now=time.time(), batches=batches, retry_after=self.poll_interval),
-                    poll_interval=self.poll_interval,
-                    cancel_on_kill=self.cancel_on_kill,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                    requests=plan.requests,
-                    plan=plan.to_dict(),
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=timeout) if timeout is not None else None,
-            )
-        return self._finish(context, *self._poll(context, plan, batches))
-
-    def _done_waiting(self, plan: JobPlan, batches: Mapping[str, Batch]) -> bool:
-        """Nothing left to wait for: a shard failed, or every shard has a batch and none runs."""
-        from airflow_provider_openai_batch.job.admission import pending
-        from airflow_provider_openai_batch.operators._job_finish import judge
-
-        outcome = judge(self, plan, batches)
-        return outcome.reason == "shard_failed" or (not pending(plan) and outcome.verdict is not Verdict.WAIT)
-
-    def _poll(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> tuple[JobPlan, dict[str, Batch]]:
-        """Wait in the worker (see :mod:`._job_wait`); admission submits between polls."""
-        from airflow_provider_openai_batch.operators._job_wait import poll_in_worker
-
-        return poll_in_worker(
-            plan,
-            batches,
-            hook=self.hook,
-            log=self.log,
-            poll_interval=self.poll_interval,
-            timeout=as_seconds(self.wait_timeout),
-            max_consecutive_errors=self.max_consecutive_errors,
-            done=self._done_waiting,
-            between=lambda p, b: self._between(context, p, b),
-        )
+        target = Destination(self.destination, owner=task_instance_owner(context), overwrite=self.overwrite)
+        try:
+            target.check(self.merged_names(context))
+        except DestinationOwnedError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: every shard batch is terminal, or one failed."""
+        """Resume after the trigger fired (a batch ended, a back-off or the deadline came): the runner goes on."""
+        from airflow_provider_openai_batch.operators._job_run import JobRunner
         from airflow_provider_openai_batch.operators._job_wait import resume_from_event
 
-        job, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
-        self.batch_ids = job.batch_ids
-        if self.enqueued_limits.is_set or job.deadline is not None:  # admit, or meet the deadline
-            return self._wait(context, job, batches)
-        return self._finish(context, job, batches)
-
-    # -- merging and judging -------------------------------------------------------------------
-
-    def _finish(self, context: Context, plan: JobPlan, batches: dict[str, Batch]) -> dict[str, Any]:
-        """Merge (or resubmit), judge, report: see :mod:`._job_finish`."""
-        from airflow_provider_openai_batch.operators._job_finish import finish_job
-
-        return finish_job(self, context, plan, batches, resubmit=self._resubmit)
+        plan, batches = resume_from_event(event, retrieve=self.hook.retrieve_batch)
+        with tempfile.TemporaryDirectory(prefix="openai-batch-job-") as work:
+            return JobRunner(self, context, Path(work), clock=self._clock, sleep=self._sleep).run(plan, batches)
 
     def on_kill(self) -> None:
         """Cancel this task's shard batches that are still running (worker side; the trigger covers deferral)."""

@@ -141,8 +141,9 @@ class OpenAIBatchTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Cancel the batch when a user marks the deferred task failed/success or clears it (3.3+).
 
-        Not when this triggerer merely lost the trigger to another one while the task still waits there
-        (see :mod:`~airflow_provider_openai_batch.triggers._kill`): never cancel what no one asked to cancel.
+        Not when this triggerer merely lost the trigger to another one while the task still waits there (see
+        :mod:`~airflow_provider_openai_batch.triggers._kill`), and never a batch that ended, which is what
+        another copy of this trigger resumes the task on: never cancel what no one asked to cancel.
         """
         if self.cancel_on_kill:
             await cancel_if_killed(self, f"batch {self.batch_id}", self._cancel)

@@ -144,15 +144,42 @@ class OpenAIBatchJobTrigger(BaseTrigger):
                 if changed and latest:
                     self.log.info("%s", describe_job_progress(list(latest.values()), self.requests))
                 failed = any(batch.status is BatchStatus.FAILED for batch in latest.values())
-                woken = (self.wake_on_finish and bool(self._finished)) or (
-                    self.wake_at is not None and time.time() >= self.wake_at
-                )
-                if failed or woken or len(self._finished) == len(self.batch_ids):
+                if self._fires(finished=len(self._finished), failed=failed, now=time.time()):
                     yield self._terminal(latest)
                     return
         finally:
             for subscription in subscriptions.values():
                 subscription.close()
+
+    def _fires(self, *, finished: int, failed: bool, now: float) -> bool:
+        """Whether the trigger fires, its batches as they are: all ended, one failed, or a wake-up is due.
+
+        :param finished: batches known to have ended.
+        :param failed: whether one of them ``failed``.
+        :param now: epoch seconds.
+        """
+        woken = (self.wake_on_finish and finished > 0) or (self.wake_at is not None and now >= self.wake_at)
+        return failed or woken or finished == len(self.batch_ids)
+
+    async def _may_have_fired(self) -> bool:
+        """Whether the trigger's condition to fire holds now, its unfinished batches read from the service (until
+        it does). Then another copy of it (on another triggerer) may have fired: the task resumed in the same try,
+        and runs or ended on its own.
+        """
+        ended, failed = len(self._finished), False
+        if self._fires(finished=ended, failed=failed, now=time.time()):
+            return True
+        hook = self._hook()
+        try:
+            for batch_id in [b for b in self.batch_ids if b not in self._finished]:
+                status = (await hook.aretrieve_batch(batch_id)).status
+                if status.is_terminal:
+                    ended, failed = ended + 1, failed or status is BatchStatus.FAILED
+                    if self._fires(finished=ended, failed=failed, now=time.time()):
+                        return True
+        finally:
+            await hook.aclose()
+        return False
 
     def _terminal(self, latest: Mapping[str, Batch]) -> TriggerEvent:
         batches = [b.to_dict() for b in latest.values()]
@@ -183,11 +210,18 @@ class OpenAIBatchJobTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Cancel every shard batch not known to be finished when a user kills the deferred task (3.3+).
 
-        Not when this triggerer merely lost the trigger to another one while the task still waits there
-        (see :mod:`~airflow_provider_openai_batch.triggers._kill`).
+        Not when this triggerer merely lost the trigger to another one while the task still waits there, nor
+        when the task resumed (and runs, or ended on its own) after a wake-up another copy of this trigger may
+        have fired: a shard ended or failed, or ``wake_at`` passed (see
+        :mod:`~airflow_provider_openai_batch.triggers._kill`).
         """
         if self.cancel_on_kill:
-            await cancel_if_killed(self, f"the {len(self.batch_ids)} shard batches of a job", self._cancel_unfinished)
+            await cancel_if_killed(
+                self,
+                f"the {len(self.batch_ids)} shard batches of a job",
+                self._cancel_unfinished,
+                may_have_fired=self._may_have_fired,
+            )
 
     async def _cancel_unfinished(self, why: str) -> None:
         unfinished = [batch_id for batch_id in self.batch_ids if batch_id not in self._finished]

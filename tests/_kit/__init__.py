@@ -12,5 +12,7 @@ pytest's ``pythonpath = ["."]`` (pyproject) puts the repository root on ``sys.pa
 - :mod:`~tests._kit.emulator_calls`, :mod:`~tests._kit.openapi_schemas`: raw calls and schemas (emulator tests).
 - :mod:`~tests._kit.kill`: a trigger bound to a task instance whose state the Task SDK reports.
 - :mod:`~tests._kit.memory_tracing`: the traced allocation peak of one call.
+- :mod:`~tests._kit.s3`: moto's S3 server in a child process and an empty bucket on it (object storage tests).
+- :mod:`~tests._kit.destinations`: owners, and writing through a job's destination as the merge does.
 - :mod:`~tests._kit.e2e_stack`, :mod:`~tests._kit.readme_blocks`: the real Airflow of the e2e tests.
 """

@@ -1,4 +1,5 @@
-"""Request lines and batches in a running emulator: what the operator, sensor, trigger and reliability tests submit."""
+"""Request lines and batches: what the operator, sensor, trigger and reliability tests submit to a running
+emulator, and batch objects as the service returns them for the pure tests (:func:`batch`, no Airflow)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openai_batch.emulator import EmulatorServer
-from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
 from airflow_provider_openai_batch.models import Batch
+
+if TYPE_CHECKING:
+    from airflow_provider_openai_batch.emulator import EmulatorServer
 
 ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
@@ -38,6 +40,37 @@ def invalid_jsonl(n: int = 3) -> bytes:
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
+def batch(
+    batch_id: str,
+    status: str,
+    *,
+    codes: tuple[str, ...] = (),
+    completed: int = 0,
+    failed: int = 0,
+    total: int = 0,
+    input_file_id: str | None = None,
+) -> Batch:
+    """A batch as the service returns it (``Batch.from_dict``), without a server: ``codes`` are its validation
+    errors (``failed``), the counts its ``request_counts``."""
+    data: dict[str, Any] = {
+        "id": batch_id,
+        "object": "batch",
+        "status": status,
+        "endpoint": ENDPOINT,
+        "request_counts": {"total": total, "completed": completed, "failed": failed},
+    }
+    if codes:
+        data["errors"] = {"object": "list", "data": [{"code": code, "message": code} for code in codes]}
+    if input_file_id is not None:
+        data["input_file_id"] = input_file_id
+    return Batch.from_dict(data)
+
+
+def by_id(*batches: Batch) -> dict[str, Batch]:
+    """Batches keyed by id, as the job decision reads them."""
+    return {b.id: b for b in batches}
+
+
 def write_jsonl(path: Path, n: int = 4, *, failing: int = 0) -> Path:
     return write(path, jsonl(n, failing=failing))
 
@@ -58,6 +91,8 @@ def new_batch(
     conn_id: str = "openai_default",
 ) -> Batch:
     """Upload an input and create a batch through the (synchronous) hook."""
+    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook  # Airflow: only where used
+
     hook = OpenAIBatchHook(conn_id)
     data = content if content is not None else jsonl(n, failing=failing)
     uploaded = hook.upload_file(io.BytesIO(data), filename="input.jsonl")

@@ -440,6 +440,20 @@ class AirflowStack:
         resp.raise_for_status()
         return resp.json()
 
+    def freeze_emulator(self) -> None:
+        """SIGSTOP the emulator: every request to it waits (up to the clients' read timeout) until it is thawed."""
+        assert self.emulator is not None
+        os.killpg(self.emulator.popen.pid, signal.SIGSTOP)
+
+    def thaw_emulator(self) -> None:
+        assert self.emulator is not None
+        os.killpg(self.emulator.popen.pid, signal.SIGCONT)
+
+    def emulator_log(self) -> list[str]:
+        """The emulator's log lines (with ``--verbose`` in ``emulator_args``: one per request it answered)."""
+        assert self.emulator is not None
+        return self.emulator.log_path.read_text(errors="replace").splitlines()
+
     def emulator_batches(self) -> list[dict[str, Any]]:
         batches: list[dict[str, Any]] = []
         after = None

@@ -9,12 +9,15 @@ import pytest
 
 
 def task_now(
-    trigger: Any, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int = -1
+    trigger: Any, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int = -1, *, deferred_try: int = 1
 ) -> list[dict[str, Any]]:
-    """Bind ``trigger`` to a task instance whose state, asked through the Task SDK, is ``state``."""
+    """Bind ``trigger`` to a task instance deferred in try ``deferred_try`` whose state, asked through the Task
+    SDK, is ``state`` (its try number now cannot be asked: none is read)."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    trigger.task_instance = SimpleNamespace(dag_id="dag", task_id="task", run_id="run_1", map_index=map_index)  # type: ignore[assignment]
+    trigger.task_instance = SimpleNamespace(  # type: ignore[assignment]
+        dag_id="dag", task_id="task", run_id="run_1", map_index=map_index, try_number=deferred_try
+    )
     key = "task" if map_index < 0 else f"task_{map_index}"
     asked: list[dict[str, Any]] = []
 

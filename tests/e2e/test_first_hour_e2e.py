@@ -10,11 +10,13 @@ the example DAGs and the README's quick-start DAG, extracted from README.md. Hea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ import requests
 
 from airflow_provider_openai_batch.get_provider_info import CONN_FIELDS
 from tests._kit.e2e_stack import DAGS_FOLDER, EXAMPLE_DAG_IDS, REPO, AirflowStack, free_port, kill_group
-from tests._kit.readme_blocks import quick_start_commands, quick_start_dag, section
+from tests._kit.readme_blocks import DOCS, quick_start_commands, quick_start_dag, section
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -101,46 +103,99 @@ def test_the_wheel_and_the_folder_install_the_provider(
         assert "airflow_provider_openai_batch.get_provider_info:get_provider_info" in entry_points
 
 
-def test_readme_quick_start_runs_as_pasted_with_airflow_dags_test(wheel_python: Path, tmp_path: Path) -> None:
-    """README, Quick start: the DAG file and the three commands, in a fresh Airflow, against the emulator."""
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "summarize_tickets.py").write_text(quick_start_dag())
-    start_emulator, export, dags_test = quick_start_commands()
-    assert start_emulator == "python -m airflow_provider_openai_batch.emulator &"
+def _states(db: Path, sql: str) -> list[Any]:
+    """Rows of one column from Airflow's SQLite database, read-only (Airflow keeps writing it)."""
+    if not db.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        try:
+            return [row[0] for row in conn.execute(sql, (QUICK_START_DAG_ID,))]
+        except sqlite3.OperationalError:  # tables not created yet, or a write in progress
+            return []
+
+
+def test_readme_quick_start_runs_as_pasted_in_airflow_standalone(wheel_python: Path, tmp_path: Path) -> None:
+    """README, Quick start: the DAG file and the commands, in a fresh ``airflow standalone``, against the emulator.
+
+    The ``wait`` task must be seen deferred (the emulator's pace makes the batch take 30 s), and the run must
+    end in success with the results in the log of ``use``.
+    """
+    text = section("Quick start")
+    emulator_line, export, standalone, unpause, trigger = quick_start_commands()
+    assert emulator_line.startswith("python -m airflow_provider_openai_batch.emulator --phase-seconds ")
+    assert emulator_line.endswith("&")
     assert export.startswith("export AIRFLOW_CONN_OPENAI_DEFAULT=")
-    assert dags_test == f"airflow dags test {QUICK_START_DAG_ID}"
-    # The README's port (8787) may be taken on a shared machine: the same commands on a free port.
-    port = free_port()
+    assert (standalone, unpause, trigger) == (
+        "airflow standalone",
+        f"airflow dags unpause {QUICK_START_DAG_ID}",
+        f"airflow dags trigger {QUICK_START_DAG_ID}",
+    )
+    # The README's ~/airflow, under a HOME of the test's own.
+    home = tmp_path / "home"
+    assert f"~/airflow/dags/{QUICK_START_DAG_ID}.py" in text
+    dags = home / "airflow" / "dags"
+    dags.mkdir(parents=True)
+    (dags / f"{QUICK_START_DAG_ID}.py").write_text(quick_start_dag())
+    # The README's ports (8787, 8080) may be taken on a shared machine: the same commands on free ports.
+    port, api_port = free_port(), free_port()
     name, _, value = shlex.split(export.removeprefix("export "))[0].partition("=")
     env = _clean_env(
-        AIRFLOW_HOME=str(tmp_path / "home"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        HOME=str(home),
+        PATH=f"{wheel_python.parent}{os.pathsep}{os.environ['PATH']}",  # python and airflow: the wheel's environment
         TMPDIR=str(tmp_path),  # the DAG's WORK_DIR is under the temp folder
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__API__BASE_URL=f"http://localhost:{api_port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://localhost:{api_port}/execution/",
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
         **{name: value.replace(":8787/", f":{port}/")},
     )
     emulator = subprocess.Popen(
-        [str(wheel_python), *shlex.split(start_emulator.rstrip("& "))[1:], "--port", str(port)],
+        [*shlex.split(emulator_line.rstrip("& ")), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
     )
-    try:
-        assert emulator.stdout is not None
-        assert f"listening on http://127.0.0.1:{port}/v1" in emulator.stdout.readline().decode()
-        airflow = str(wheel_python.parent / "airflow")
-        _run([airflow, "db", "migrate"], env=env, cwd=tmp_path, timeout=300)
-        started = time.monotonic()
-        done = _run([airflow, *shlex.split(dags_test)[1:]], env=env, cwd=tmp_path, timeout=300)
-        print(f"airflow dags test {QUICK_START_DAG_ID}: {time.monotonic() - started:.1f}s")
-    finally:
-        kill_group(emulator, grace=5.0)
-    output = done.stdout + done.stderr
+    airflow_log = tmp_path / "standalone.log"
+    db = home / "airflow" / "airflow.db"
+    seen: set[str] = set()
+    with airflow_log.open("wb") as log:
+        airflow = subprocess.Popen(
+            shlex.split(standalone), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+        )
+        try:
+            assert emulator.stdout is not None
+            assert f"listening on http://127.0.0.1:{port}/v1" in emulator.stdout.readline().decode()
+            started = time.monotonic()
+            # The README's "once the UI lists summarize_tickets": before the dag-processor has parsed the file,
+            # unpause finds nothing ("No paused DAGs were found") and exits 0 all the same.
+            while not _states(db, "SELECT is_paused FROM dag WHERE dag_id = ?"):
+                assert airflow.poll() is None, airflow_log.read_text()[-4000:]
+                assert time.monotonic() - started < 300, airflow_log.read_text()[-4000:]
+                time.sleep(1)
+            _run(shlex.split(unpause), env=env, cwd=tmp_path, timeout=120)
+            assert _states(db, "SELECT is_paused FROM dag WHERE dag_id = ?") == [0]
+            _run(shlex.split(trigger), env=env, cwd=tmp_path, timeout=120)
+            runs: list[str] = []
+            while not (runs := _states(db, "SELECT state FROM dag_run WHERE dag_id = ?")) or runs[0] not in (
+                "success",
+                "failed",
+            ):
+                seen.update(_states(db, "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = 'wait'"))
+                assert time.monotonic() - started < 480, (runs, seen, airflow_log.read_text()[-4000:])
+                time.sleep(0.5)
+            print(f"airflow standalone, quick start: {time.monotonic() - started:.1f}s; wait went through {seen}")
+        finally:
+            kill_group(airflow, grace=20.0)
+            kill_group(emulator, grace=5.0)
+    assert runs == ["success"], airflow_log.read_text()[-4000:]
+    assert "deferred" in seen, seen
+    logs = [path for path in (home / "airflow" / "logs").rglob("*") if "task_id=use" in str(path) and path.is_file()]
+    output = "".join(path.read_text(errors="replace") for path in logs)
     assert re.search(r"t-1 echo:[0-9a-f]{12} Summarize: printer on fire", output), output[-4000:]
     assert re.search(r"t-2 echo:[0-9a-f]{12} Summarize: VPN drops hourly", output)
-    assert (tmp_path / "summarize_tickets" / "in.jsonl").is_file()
 
 
 # -- the UI, in a browser ---------------------------------------------------------------------------------
@@ -250,7 +305,7 @@ def test_connection_form_fields_labels_and_defaults(ui_airflow: AirflowStack, pa
 
 
 def test_the_test_button_fails_upstream_and_the_alternatives_work(ui_airflow: AirflowStack, page: Any) -> None:
-    """README, Connection: the UI's Test answers "Bad Request" (apache/airflow#73298); the CLI and REST work."""
+    """docs/connections.md: the UI's Test answers "Bad Request" (apache/airflow#73298); the CLI and REST work."""
     page.goto(f"{ui_airflow.api_url}/connections", wait_until="networkidle")
     with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as answer:
         page.get_by_role("button", name="Test Connection").click()
@@ -261,10 +316,10 @@ def test_the_test_button_fails_upstream_and_the_alternatives_work(ui_airflow: Ai
     assert "differs from the stored connection" in response.json()["detail"]
     page.get_by_text("Bad Request").first.wait_for()
     shot(page, "05-test-button-bad-request")
-    readme = section("Connection")
+    readme = section("Testing the connection", DOCS / "connections.md")
     assert "apache/airflow#73298" in readme and "Bad Request" in readme
 
-    # The alternatives the README gives.
+    # The alternatives the docs give.
     assert "airflow connections test openai_default" in readme
     cli = _run(
         [ui_airflow.python, "-m", "airflow", "connections", "test", "openai_default"],

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import pytest
 import requests
 
 from airflow_provider_openai_batch.emulator import EmulatorServer, ManualClock
-from tests._kit.emulator_calls import assert_error, assert_file_object, chat_jsonl, upload
+from tests._kit.emulator_calls import (
+    assert_error,
+    assert_file_object,
+    chat_jsonl,
+    chat_line,
+    content_lines,
+    get_batch,
+    jsonl,
+    submit,
+    upload,
+)
 
 
 def test_upload_returns_full_file_object(mc: EmulatorServer, session: requests.Session) -> None:
@@ -222,3 +234,29 @@ def test_azure_layout_and_api_version(mc: EmulatorServer, session: requests.Sess
     assert r2.status_code == 200 and r2.json()["id"] == fid
     assert mc.counters["POST /v1/files"] == 1
     assert mc.counters["GET /v1/files/{id}"] == 1
+
+
+def test_long_ids_as_a_gateway_mints_them(mc: EmulatorServer, session: requests.Session) -> None:
+    mc.set_id_length(330)
+    batch = submit(session, mc, chat_jsonl(3) + jsonl([chat_line("bad", "x", emulator_fail=True)]))
+    mc.clock.advance(40)
+    done = get_batch(session, mc, batch["id"])
+
+    ids = [batch["id"], done["input_file_id"], done["output_file_id"], done["error_file_id"]]
+    assert [len(i) for i in ids] == [330] * 4 and len(set(ids)) == 4
+    assert batch["id"].startswith("batch_") and all(i.startswith("file-") for i in ids[1:])
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)  # URL-safe: a path segment as it is
+    assert len(content_lines(session, mc, done["output_file_id"])) == 3
+    assert session.get(f"{mc.base_url}/files/{done['error_file_id']}").json()["id"] == done["error_file_id"]
+    assert session.delete(f"{mc.base_url}/files/{done['input_file_id']}").json()["deleted"] is True
+    # Stored apart from their ids, whose 330 characters no file system takes as a name.
+    assert all(len(p.name) <= 64 for p in (mc.data_dir / "files").iterdir())
+
+    mc.set_id_length(None)
+    assert len(upload(session, mc, b"{}\n")["id"]) < 32
+
+
+@pytest.mark.parametrize("length", [31, 4097])
+def test_an_id_length_out_of_range_is_refused(mc: EmulatorServer, length: int) -> None:
+    with pytest.raises(ValueError, match="32 to 4096"):
+        mc.set_id_length(length)

@@ -193,11 +193,27 @@ def test_cli_enqueued_limits(tmp_path: Path) -> None:
     assert code == 0
 
 
+def test_cli_id_length(tmp_path: Path) -> None:
+    proc, base_url, _ = _start_cli("--id-length", "330", data_dir=tmp_path / "d")
+    try:
+        h = {"Authorization": "Bearer sk-emulator"}
+        upload = {"file": ("a.jsonl", chat_jsonl(1))}
+        f = requests.post(f"{base_url}/files", headers=h, files=upload, data={"purpose": "batch"}).json()
+        assert len(f["id"]) == 330
+        assert requests.get(f"{base_url}/files/{f['id']}/content", headers=h).content == chat_jsonl(1)
+    finally:
+        code, _ = _stop(proc)
+    assert code == 0
+    mod = [sys.executable, "-m", "airflow_provider_openai_batch.emulator", "--port", "0"]
+    bad = subprocess.run([*mod, "--id-length", "8"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "32 to 4096" in bad.stderr and bad.stdout == ""
+
+
 def test_cli_help_and_bad_fault() -> None:
     mod = [sys.executable, "-m", "airflow_provider_openai_batch.emulator"]
     out = subprocess.run([*mod, "--help"], capture_output=True, text=True, timeout=30, check=True).stdout
     options = ("--fault", "--phase-seconds", "--api-key", "--data-dir", "--enqueued-token-limit")
-    for word in (*options, "--enqueued-request-limit", "created_then_error", "retry_after", "hold"):
+    for word in (*options, "--enqueued-request-limit", "--id-length", "created_then_error", "retry_after", "hold"):
         assert word in out
     bad = subprocess.run([*mod, "--port", "0", "--fault", "*:explode"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "explode" in bad.stderr and bad.stdout == ""

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.error_codes import classify_error
 from airflow_provider_openai_batch.job.ids import leading_custom_id, result_custom_id
 from airflow_provider_openai_batch.job.limits import ShardLimits
 from airflow_provider_openai_batch.job.merge import (
-    RETRYABLE_CODES,
     InputChangedError,
     MergeStats,
     Overdue,
     ResultFile,
-    classify_error,
     merge_results,
     missing_line,
 )
@@ -124,48 +123,6 @@ def raw(line: object) -> bytes:
     return json.dumps(line).encode() + b"\n"
 
 
-def http(status: int, error: object = None) -> bytes:
-    body = {"error": error} if error is not None else {}
-    return raw({"custom_id": "r", "response": {"status_code": status, "body": body}, "error": None})
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        # The line never ran, or failed for a passing reason: run it again.
-        *((raw(error_line("r", code)), (code, True)) for code in sorted(RETRYABLE_CODES)),
-        (http(429, {"type": "requests", "code": None}), ("requests", True)),
-        (http(408), ("http_408", True)),
-        (http(500), ("http_500", True)),
-        (http(503, {"type": "server_error", "code": "overloaded"}), ("overloaded", True)),
-        # The request itself is wrong, the user cancelled, or nothing is known: never run again.
-        (http(400, {"type": "invalid_request_error", "code": None}), ("invalid_request_error", False)),
-        (
-            http(400, {"type": "invalid_request_error", "code": "content_policy_violation"}),
-            ("content_policy_violation", False),
-        ),
-        (raw(error_line("r", "batch_cancelled")), ("batch_cancelled", False)),
-        (http(499), ("http_499", False)),
-        (http(407), ("http_407", False)),
-        (http(409), ("http_409", False)),
-        (http(428), ("http_428", False)),
-        (http(430), ("http_430", False)),
-        (raw({"custom_id": "r", "response": {"status_code": "500"}, "error": None}), ("unknown", False)),
-        (raw({"custom_id": "r", "response": None, "error": "boom"}), ("unknown", False)),
-        (raw({"custom_id": "r", "response": None, "error": None}), ("unknown", False)),
-        (raw([1, 2]), ("unknown", False)),
-        (b"not json\n", ("unknown", False)),
-    ],
-)
-def test_which_failed_lines_are_run_again(line: bytes, expected: tuple[str, bool]) -> None:
-    assert classify_error(line) == expected
-
-
-def test_the_retryable_codes() -> None:
-    assert {"batch_expired", "rate_limit_exceeded", "server_error", "internal_error", "timeout"} < RETRYABLE_CODES
-    assert "service_unavailable" in RETRYABLE_CODES and "batch_cancelled" not in RETRYABLE_CODES
-
-
 def test_error_codes_are_counted_up_to_50_then_as_other() -> None:
     stats = MergeStats()
     for i in range(52):
@@ -195,7 +152,7 @@ def test_retryable_failures_are_copied_to_a_retry_input_with_their_line_numbers(
         error_line("req-1", "server_error"),
         failure("req-2"),  # the request is wrong: not run again
         error_line("req-3", "batch_expired"),
-        # req-4: no result at all (missing): not run again
+        # req-4: no result at all (missing): the service left it unrun, so it runs again
         error_line("req-5", "batch_cancelled"),
         error_line("req-6", "rate_limit_exceeded"),
     ]
@@ -221,10 +178,11 @@ def test_retryable_failures_are_copied_to_a_retry_input_with_their_line_numbers(
             retry_lines=n,
         )
     lines = source.read_bytes().split(b"\n")
-    assert retry.read_bytes() == lines[1] + b"\n" + lines[3] + b"\n" + lines[6] + b"\n"
-    assert [int.from_bytes(numbers.read_bytes()[i : i + 8], "little") for i in (0, 8, 16)] == [2, 4, 7]
-    assert numbers.stat().st_size == 24
-    assert (stats.retryable, stats.retry_lines, stats.missing, stats.output_lines, stats.error_lines) == (3, 3, 1, 1, 6)
+    assert retry.read_bytes() == b"".join(lines[i] + b"\n" for i in (1, 3, 4, 6))
+    assert [int.from_bytes(numbers.read_bytes()[i : i + 8], "little") for i in (0, 8, 16, 24)] == [2, 4, 5, 7]
+    assert numbers.stat().st_size == 32
+    assert (stats.retryable, stats.retry_lines, stats.missing, stats.output_lines, stats.error_lines) == (4, 4, 1, 1, 6)
+    assert stats.unrun == 3  # expired, missing, cancelled
     assert ids_of(err) == ["req-1", "req-2", "req-3", "req-4", "req-5", "req-6"]
     assert err.read_bytes().endswith(b'"error": {"code": "rate_limit_exceeded"}}\n')  # the missing newline added
     assert stats.error_codes == {
@@ -237,12 +195,12 @@ def test_nothing_to_run_again_writes_no_retry_input(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.jsonl", [request(i) for i in range(2)])
     plan = plan_for(source, tmp_path / "work")
     results = write_lines(tmp_path / "r_error.jsonl", [failure("req-0")])
+    answers = write_lines(tmp_path / "r_output.jsonl", [answer("req-1")])
     retry = tmp_path / "retry.jsonl"
+    files = [ResultFile(results, ok=False), ResultFile(answers, ok=True)]
     with source.open("rb") as stream, retry.open("wb") as r:
-        stats = merge_results(
-            stream, [ResultFile(results, ok=False)], io.BytesIO(), io.BytesIO(), plan=plan, workdir=tmp_path, retry=r
-        )
-    assert (stats.retryable, stats.retry_lines, stats.missing) == (0, 0, 1)
+        stats = merge_results(stream, files, io.BytesIO(), io.BytesIO(), plan=plan, workdir=tmp_path, retry=r)
+    assert (stats.retryable, stats.retry_lines, stats.missing, stats.output_lines) == (0, 0, 0, 1)
     assert retry.read_bytes() == b""
 
 
@@ -253,7 +211,7 @@ def test_blank_lines_and_lines_without_an_id_in_result_files_are_skipped(tmp_pat
     results.write_bytes(raw(answer("req-0")) + b"\n" + b"garbage\n" + b'{"no": "id"}\n' + raw(answer("req-2")))
     stats, out, err = merge(source, plan, [ResultFile(results, ok=True)], tmp_path)
     assert ids_of(out) == ["req-0", "req-2"] and ids_of(err) == ["req-1"]
-    assert (stats.unexpected, stats.missing, stats.retryable, stats.retry_lines) == (2, 1, 0, 0)
+    assert (stats.unexpected, stats.missing, stats.retryable, stats.retry_lines) == (2, 1, 1, 0)
 
 
 def test_a_changed_input_is_named_with_both_hashes(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import NotFoundError
+from airflow_provider_openai_batch.job.names import local_file_name
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCancelOperator, OpenAIBatchDownloadOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
@@ -189,6 +190,37 @@ def test_download_one_file_by_id(openai_conn: EmulatorServer, tmp_path: Path) ->
     assert result["error"] is None
     assert result["output"]["lines"] == 3
     assert (tmp_path / f"{batch.output_file_id}.jsonl").exists()
+
+
+@pytest.mark.parametrize("form", ["folder", "file_uri"])
+def test_download_with_gateway_long_ids_names_files_safely(
+    openai_conn: EmulatorServer, tmp_path: Path, form: str
+) -> None:
+    # A LiteLLM-style gateway: every file and batch id is about 330 characters, longer than a file name may be.
+    openai_conn.set_id_length(330)
+    batch = new_batch(5, failing=2)
+    done = wait_for_status(openai_conn, batch.id, "completed")
+    assert len(batch.id) == len(done["output_file_id"]) == 330
+    dest = tmp_path / "results"
+    dest.mkdir()
+    destination = str(dest) if form == "folder" else f"file://{dest}"
+
+    result = OpenAIBatchDownloadOperator(task_id="dl", batch_id=batch.id, destination=destination).execute(context())
+    one = OpenAIBatchDownloadOperator(task_id="one", file_id=done["output_file_id"], destination=destination)
+    single = one.execute(context())["output"]
+
+    names = {
+        local_file_name(batch.id, suffix="_output.jsonl"): done["output_file_id"],
+        local_file_name(batch.id, suffix="_error.jsonl"): done["error_file_id"],
+        local_file_name(done["output_file_id"]): done["output_file_id"],
+    }
+    assert sorted(p.name for p in dest.iterdir()) == sorted(names)
+    for name, file_id in names.items():
+        assert len(name.encode()) < 255 and name.startswith((batch.id[:30], file_id[:30]))
+        assert (dest / name).read_bytes() == openai_conn.file_content(file_id)
+    assert result["output"]["path"].endswith(local_file_name(batch.id, suffix="_output.jsonl"))
+    assert (result["output"]["lines"], result["error"]["lines"], single["lines"]) == (3, 2, 3)
+    assert result["output"]["file_id"] == single["file_id"] == done["output_file_id"]  # the whole id, in XCom
 
 
 def test_download_needs_exactly_one_source() -> None:

@@ -11,10 +11,9 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_openai_batch.emulator import EmulatorServer
 from airflow_provider_openai_batch.exceptions import BadRequestError, BatchInputError
 from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADATA_KEY
-from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from airflow_provider_openai_batch.triggers.job import OpenAIBatchJobTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
-from tests._kit.batches import ENDPOINT, chat_line, wait_for_status, write_jsonl
+from tests._kit.batches import chat_line, wait_for_status, write_jsonl
 from tests._kit.job_lines import ids_of
 from tests._kit.operators import job_op, run_trigger
 from tests._kit.ti import FakeTI, context
@@ -38,7 +37,7 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     # The emulator answers in hash order, not input order; the merge restores input order line by line.
     assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(2, 10)]
     assert ids_of(manifest["error"]["path"]) == ["req-0", "req-1"]
-    assert manifest["output"]["path"] == str(tmp_path / "out" / "in_output.jsonl")
+    assert manifest["output"]["path"] == str(tmp_path / "out" / "in__run_1_output.jsonl")
     assert manifest["totals"] == {
         "requests": 10,
         "completed": 8,
@@ -53,19 +52,41 @@ def test_a_multi_shard_job_merges_in_input_order(openai_conn: EmulatorServer, tm
     assert not list((tmp_path / "out").glob(".*part"))
 
 
-def test_a_job_that_fits_one_batch_is_the_create_operators_batch(openai_conn: EmulatorServer, tmp_path: Path) -> None:
+def test_merged_files_of_another_task_instance_are_never_replaced(openai_conn: EmulatorServer, tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", 3)
-    ti = FakeTI(task_id="same")
-    created = OpenAIBatchCreateOperator(task_id="same", endpoint=ENDPOINT, input_file=tmp_path / "in.jsonl")
-    batch_id = created.execute(context(ti))
-    wait_for_status(openai_conn, batch_id, "completed")
+    first = job_op(tmp_path, output_name="daily").execute(context(FakeTI(run_id="run_1")))
+    assert first["output"]["path"] == str(tmp_path / "out" / "daily_output.jsonl")
+    created = openai_conn.counters.batches_created
 
-    manifest = job_op(tmp_path, task_id="same").execute(context(ti))
+    # Another run writing the same name fails before anything is uploaded or billed, naming the file's owner.
+    with pytest.raises(AirflowFailException, match=r"daily_output\.jsonl.*run_1"):
+        job_op(tmp_path, output_name="daily").execute(context(FakeTI(run_id="run_2")))
+    assert openai_conn.counters.batches_created == created
+    # By default each run has its own names; overwrite=True takes a file over.
+    other = job_op(tmp_path).execute(context(FakeTI(run_id="run_2")))
+    assert other["output"]["path"] == str(tmp_path / "out" / "in__run_2_output.jsonl")
+    job_op(tmp_path, output_name="daily", overwrite=True).execute(context(FakeTI(run_id="run_3")))
+    with pytest.raises(ValueError, match="output_name"):
+        job_op(tmp_path, output_name="../x").execute(context(FakeTI(run_id="run_4")))
 
-    assert list(openai_conn.batches) == [batch_id]
-    assert manifest["shards"][0]["batch_id"] == batch_id and manifest["shards"][0]["reused"]
-    assert ids_of(manifest["output"]["path"]) == ["req-0", "req-1", "req-2"]
-    assert manifest["error"] is None
+
+def test_every_batch_of_a_job_carries_the_jobs_key_whatever_its_limits(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    # The tag starts with a key of the task instance and the input alone, so a try with other limits (or a
+    # later round) finds the batches of every earlier one.
+    write_jsonl(tmp_path / "in.jsonl", 6)
+    ti = FakeTI()
+    job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
+    tags = [b["metadata"][IDEMPOTENCY_METADATA_KEY] for b in openai_conn.batches.values()]
+    assert len(tags) == 2 and len(set(tags)) == 2
+    assert len({tag.split(":")[0] for tag in tags}) == 1 and all(len(tag) < 512 for tag in tags)
+
+    ti.try_number = 2  # a clear with a larger shard limit sends nothing: every line is answered
+    manifest = job_op(tmp_path, max_requests_per_batch=6).execute(context(ti))
+    assert openai_conn.counters.batches_created == 2
+    assert [s["reused"] for s in manifest["shards"]] == [True, True]
+    assert ids_of(manifest["output"]["path"]) == [f"req-{i}" for i in range(6)]
 
 
 def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: EmulatorServer, tmp_path: Path) -> None:
@@ -79,6 +100,7 @@ def test_clear_after_two_of_three_shards_creates_only_the_third(openai_conn: Emu
     assert len(first) == 2
     uploads = openai_conn.counters.files_uploaded
 
+    ti.try_number = 2  # the clear
     manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
 
     assert len(openai_conn.batches) == 3 and openai_conn.counters.batches_created == 3
@@ -104,6 +126,7 @@ def test_a_clear_after_many_newer_batches_still_reuses_the_shard_batches(
     assert len(first) == 2
     openai_conn.seed_batches(1_100)
 
+    ti.try_number = 2
     manifest = job_op(tmp_path, max_requests_per_batch=3).execute(context(ti))
 
     assert openai_conn.counters.batches_created == 3
@@ -154,7 +177,12 @@ def test_expired_shards_need_allow_partial(openai_conn: EmulatorServer, tmp_path
     assert failed["verdict"] == "fail" and failed["reason"] == "expired"
 
     manifest = job_op(
-        tmp_path, task_id="partial", max_requests_per_batch=4, metadata={"emulator": "expire"}, allow_partial=True
+        tmp_path,
+        task_id="partial",
+        destination=tmp_path / "partial",  # another task instance's files are never replaced
+        max_requests_per_batch=4,
+        metadata={"emulator": "expire"},
+        allow_partial=True,
     ).execute(context(FakeTI(task_id="partial")))
 
     assert manifest["reason"] == "partial"
@@ -171,9 +199,9 @@ def test_max_failed_requests_counts_the_whole_job(openai_conn: EmulatorServer, t
     with pytest.raises(AirflowFailException, match="max_failed_requests=2"):
         job_op(tmp_path, max_requests_per_batch=4, max_failed_requests=2).execute(context())
 
-    manifest = job_op(tmp_path, task_id="ok", max_requests_per_batch=4, max_failed_requests=3).execute(
-        context(FakeTI(task_id="ok"))
-    )
+    manifest = job_op(
+        tmp_path, task_id="ok", destination=tmp_path / "ok", max_requests_per_batch=4, max_failed_requests=3
+    ).execute(context(FakeTI(task_id="ok")))
     assert manifest["totals"]["failed"] == 3
 
 
@@ -187,8 +215,8 @@ def test_object_storage_destination(openai_conn: EmulatorServer, tmp_path: Path)
         max_requests_per_batch=2,
     ).execute(context())
 
-    assert ids_of(tmp_path / "remote" / "in_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
-    assert ids_of(tmp_path / "remote" / "in_error.jsonl") == ["req-0"]
+    assert ids_of(tmp_path / "remote" / "in__run_1_output.jsonl") == [f"req-{i}" for i in range(1, 5)]
+    assert ids_of(tmp_path / "remote" / "in__run_1_error.jsonl") == ["req-0"]
     assert manifest["output"]["lines"] == 4 and manifest["error"]["bytes"] > 0
 
 

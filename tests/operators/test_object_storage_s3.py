@@ -8,26 +8,15 @@ is counted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import moto.server  # noqa: F401  (the dev group installs it on every leg: a missing one must fail, not skip)
 import pytest
-import s3fs
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.io import attach
-from airflow.sdk.io.store import _STORE_CACHE
 
 from airflow_provider_openai_batch.batch_input import STORAGE_BLOCK_SIZE, read_results
 from airflow_provider_openai_batch.emulator import EmulatorServer
@@ -40,11 +29,10 @@ from airflow_provider_openai_batch.operators.batch import (
 from tests._kit.batches import ENDPOINT, MODEL
 from tests._kit.connection import set_connection
 from tests._kit.memory_tracing import traced_peak
+from tests._kit.s3 import BUCKET, empty_bucket, moto_server, s3_path
 from tests._kit.ti import FakeTI, context
 
 MiB = 1024 * 1024
-BUCKET = "batches"
-STORE = "moto_s3"  # the conn_id part of s3://moto_s3@bucket/key: selects the filesystem attached below
 BIG_REQUESTS = 24_000  # about 40 MB of input: far more than any buffer the streaming paths may hold
 # Above the local-file peak (a few MB) by more than object storage's own buffers (a few blocks of
 # STORAGE_BLOCK_SIZE, about 16 MB measured) and allocator noise, and far below the file: fsspec's default
@@ -52,47 +40,11 @@ BIG_REQUESTS = 24_000  # about 40 MB of input: far more than any buffer the stre
 EXTRA_PEAK_ALLOWED = 6 * STORAGE_BLOCK_SIZE
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(command: list[str], *, ready: Callable[[subprocess.Popen[str]], str | None]) -> Iterator[str]:
-    """Run a server in a child process until the block ends; ``ready`` returns its URL once it answers."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while (url := ready(process)) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1, in a child process, for this module."""
-    url = f"http://127.0.0.1:{_free_port()}"
-
-    def answers(_: subprocess.Popen[str]) -> str | None:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
-                return url
-        except OSError:
-            return None
-
-    port = url.rsplit(":", 1)[1]
-    with serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port], ready=answers) as started:
-        yield started
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -116,29 +68,8 @@ def uploaded_input(batch_id: str) -> bytes:
 @pytest.fixture
 def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """An empty bucket, and ``s3://moto_s3@...`` paths attached to an s3fs filesystem on the loopback server."""
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    fs = s3fs.S3FileSystem(
-        key="testing",
-        secret="testing",
-        endpoint_url=s3_endpoint,
-        client_kwargs={"region_name": "eu-west-1"},
-        skip_instance_cache=True,
-        use_listings_cache=False,
-    )
-    if fs.exists(BUCKET):
-        fs.rm(BUCKET, recursive=True)
-    fs.mkdir(BUCKET)
-    attach(protocol="s3", conn_id=STORE, fs=fs)
-    try:
+    with empty_bucket(s3_endpoint, monkeypatch) as fs:
         yield fs
-    finally:
-        _STORE_CACHE.pop(f"s3-{STORE}", None)
-
-
-def s3_path(key: str) -> str:
-    return f"s3://{STORE}@{BUCKET}/{key}"
 
 
 def chat_lines(n: int, *, filler: str = "") -> bytes:

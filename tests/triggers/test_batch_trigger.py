@@ -283,14 +283,19 @@ async def test_run_closes_its_client(openai_conn: EmulatorServer, monkeypatch: p
 # -- on_kill ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("state", "map_index"), [("failed", -1), ("success", -1), (None, -1), ("failed", 3)])
+@pytest.mark.parametrize(
+    ("state", "map_index"),
+    [("failed", -1), ("success", -1), (None, -1), ("failed", 3), ("scheduled", -1), ("running", 3)],
+)
 async def test_on_kill_cancels_the_batch_when_the_task_was_killed(
     openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str | None, map_index: int
 ) -> None:
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(openai_conn, batch.id, "in_progress")
     trigger = make_trigger(batch.id, cancel_on_kill=True)
-    asked = task_now(trigger, monkeypatch, state, map_index)  # marked failed / success, or cleared (None)
+    # Marked failed / success, or cleared (None), or cleared and re-queued already: with the batch running, no
+    # copy of the trigger fired to resume the task.
+    asked = task_now(trigger, monkeypatch, state, map_index)
 
     await trigger.on_kill()
 
@@ -302,14 +307,16 @@ async def test_on_kill_cancels_the_batch_when_the_task_was_killed(
     assert openai_conn.get_batch(batch.id)["status"] in ("cancelling", "cancelled")
 
 
+@pytest.mark.parametrize("state", ["deferred", "up_for_retry", "up_for_reschedule"])
 async def test_on_kill_leaves_the_batch_alone_when_the_task_still_waits(
-    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str
 ) -> None:
-    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one: the task is still deferred.
+    # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one: the task is still deferred
+    # (or resumed from the other copy and failed on its own, for a retry that may reuse the batch).
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(openai_conn, batch.id, "in_progress")
     trigger = make_trigger(batch.id, cancel_on_kill=True)
-    task_now(trigger, monkeypatch, "deferred")
+    task_now(trigger, monkeypatch, state)
 
     await trigger.on_kill()
 
@@ -352,7 +359,7 @@ async def test_on_kill_leaves_the_batch_alone_by_default(openai_conn: EmulatorSe
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
-@pytest.mark.parametrize("task_state", ["success", "failed"])
+@pytest.mark.parametrize("task_state", ["success", "failed", "scheduled", "running"])
 async def test_on_kill_leaves_a_batch_that_ended_alone(
     openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, status: str, task_state: str
 ) -> None:

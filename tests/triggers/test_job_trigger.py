@@ -162,9 +162,7 @@ async def test_on_kill_leaves_every_shard_alone_unless_the_task_was_killed(
 ) -> None:
     # Airflow 3.3 calls on_kill on a triggerer that lost the trigger to another one while the task is still
     # deferred; with no readable task state either, nothing is cancelled.
-    held = [new_batch(2, metadata={"emulator": "hold"}).id for _ in range(2)]
-    for batch_id in held:
-        wait_for_status(openai_conn, batch_id, "in_progress")
+    held = running_batches(openai_conn, 2)
     trigger = make_trigger(held, cancel_on_kill=True)
     if state == "deferred":
         task_now(trigger, monkeypatch, "deferred")
@@ -173,3 +171,82 @@ async def test_on_kill_leaves_every_shard_alone_unless_the_task_was_killed(
 
     assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
     assert {openai_conn.get_batch(batch_id)["status"] for batch_id in held} == {"in_progress"}
+
+
+# -- HA: a stale copy's on_kill after the other copy woke the task (the same try) ------------------------------------
+
+
+def running_batches(openai_conn: EmulatorServer, count: int) -> list[str]:
+    """``count`` held batches, each ``in_progress`` already."""
+    held = [new_batch(2, metadata={"emulator": "hold"}).id for _ in range(count)]
+    for batch_id in held:
+        wait_for_status(openai_conn, batch_id, "in_progress")
+    return held
+
+
+def assert_still_running(openai_conn: EmulatorServer, held: list[str]) -> None:
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 0
+    assert {openai_conn.get_batch(batch_id)["status"] for batch_id in held} == {"in_progress"}
+
+
+@pytest.mark.parametrize("state", ["scheduled", "queued", "running", "deferred", "up_for_retry"])
+async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_resumed_task_running(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    # The other triggerer's copy fired when a shard ended under admission; the task resumed in try 2 (and
+    # submitted, re-deferred or failed for a retry). This copy never saw it and now runs on_kill.
+    done = new_batch(2).id
+    wait_for_status(openai_conn, done, "completed")
+    held = running_batches(openai_conn, 2)
+    trigger = make_trigger([done, *held], cancel_on_kill=True, wake_on_finish=True)
+    task_now(trigger, monkeypatch, state, deferred_try=2)
+
+    await trigger.on_kill()
+
+    assert_still_running(openai_conn, held)
+
+
+@pytest.mark.parametrize("wake", ["failed_shard", "wake_on_finish", "wake_at"])
+@pytest.mark.parametrize("state", ["failed", "success", "running"])
+async def test_on_kill_of_a_stale_copy_leaves_the_shards_of_a_task_that_resumed_after_a_wake_up(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, wake: str, state: str
+) -> None:
+    # The other copy fired (a shard failed, one ended under admission, a back-off or the deadline came); the task
+    # resumed in the same try and runs, or ended on its own, leaving the shards running for a retry or a clear.
+    held = running_batches(openai_conn, 2)
+    kwargs: dict[str, Any] = {"cancel_on_kill": True}
+    others: list[str] = []
+    if wake == "failed_shard":
+        others = [new_batch(content=invalid_jsonl()).id]
+        wait_for_status(openai_conn, others[0], "failed")
+    elif wake == "wake_on_finish":
+        others = [new_batch(2).id]
+        wait_for_status(openai_conn, others[0], "completed")
+        kwargs["wake_on_finish"] = True
+    else:
+        kwargs["wake_at"] = 1.0  # long past
+    trigger = make_trigger([*others, *held], **kwargs)
+    task_now(trigger, monkeypatch, state)
+    openai_conn.reset_counters()
+
+    await trigger.on_kill()
+
+    # Read until the condition to fire holds: the ended shard (listed first) only, or none once wake_at passed.
+    assert openai_conn.counters["GET /v1/batches/{id}"] == len(others)
+    assert_still_running(openai_conn, held)
+
+
+@pytest.mark.parametrize(("state", "wake_on_finish"), [("failed", True), ("success", False), ("running", True)])
+async def test_on_kill_cancels_the_running_shards_of_a_killed_task(
+    openai_conn: EmulatorServer, monkeypatch: pytest.MonkeyPatch, state: str, wake_on_finish: bool
+) -> None:
+    # Marked failed or success while every shard ran (nothing for any copy to fire on), or cleared and running
+    # again in a new try (no copy fired to resume it): the same admission trigger now cancels.
+    held = running_batches(openai_conn, 2)
+    trigger = make_trigger(held, cancel_on_kill=True, wake_on_finish=wake_on_finish)
+    task_now(trigger, monkeypatch, state, deferred_try=2)
+
+    await trigger.on_kill()
+
+    assert openai_conn.counters["POST /v1/batches/{id}/cancel"] == 2
+    assert {openai_conn.get_batch(batch_id)["status"] for batch_id in held} <= {"cancelling", "cancelled"}
