@@ -10,9 +10,13 @@ How each request is bounded:
   or a file given by URL or id costs tokens that its bytes do not bound, so requests holding them are
   counted and named in the estimate instead of silently under-estimated.
 * **Output tokens <= the request's completion-token limit** (``max_completion_tokens``, else ``max_tokens``
-  on chat and completions; ``max_output_tokens`` on responses), times ``n`` choices (``best_of`` on
-  completions). The limit includes reasoning tokens. A request without a limit is bounded by the model's
-  largest completion from the price table. Embeddings have no output tokens.
+  on chat and completions; ``max_output_tokens`` on responses), times the completions it is billed for:
+  ``n`` choices per prompt (on completions the larger of ``n`` and ``best_of``, since ``best_of`` completions
+  are generated and billed server side), times the prompts of a completions request whose ``prompt`` is a
+  list (of strings or token arrays). The limit includes reasoning tokens. A request without a limit is
+  bounded by the model's largest completion from the price table. Embeddings have no output tokens. Which
+  fields count for which endpoint is the endpoint registry's
+  (:data:`~airflow_provider_openai_batch.endpoints.ENDPOINTS`).
 * Every input token is priced as uncached: the cache discount is not known before the run.
 
 The pass only adds the bounds up, per model; prices (and the largest completion of each model) are applied
@@ -25,17 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from airflow_provider_openai_batch.endpoints import ENDPOINTS, endpoint_spec
 from airflow_provider_openai_batch.pricing import PriceTable, default_price_table, usd
 
 __all__ = ["CostEstimate", "CostEstimator", "RequestBound", "bound_request", "budget_problem"]
 
-#: Endpoints whose requests can be bounded, and the body fields holding each one's completion-token limit.
-_OUTPUT_LIMITS: dict[str, tuple[str, ...]] = {
-    "/v1/chat/completions": ("max_completion_tokens", "max_tokens"),
-    "/v1/completions": ("max_tokens",),
-    "/v1/responses": ("max_output_tokens",),
-    "/v1/embeddings": (),
-}
 #: Content-part types whose tokens are not bounded by their bytes (images, audio and files by reference).
 _MEDIA_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "image", "audio"})
 
@@ -47,7 +45,7 @@ class RequestBound:
     :param input_tokens: tokens of the prompt, at most.
     :param output_tokens: tokens of the completion(s), at most; ``None`` when the request sets no limit
         (the model's largest completion applies, times ``choices``).
-    :param choices: completions billed per request (``n``, or ``best_of`` on completions).
+    :param choices: completions billed per request: prompts times ``n`` (or ``best_of`` on completions).
     :param media: the request holds an image, audio or file part whose tokens its bytes do not bound.
     """
 
@@ -55,11 +53,6 @@ class RequestBound:
     output_tokens: int | None
     choices: int = 1
     media: bool = False
-
-
-def _positive_int(value: object) -> int | None:
-    # ``type() is int`` rather than isinstance: it leaves out bool, and this runs once per field per line.
-    return value if type(value) is int and value > 0 else None
 
 
 def _has_media(items: object) -> bool:
@@ -85,21 +78,13 @@ def _has_media(items: object) -> bool:
 
 def _bound(endpoint: str | None, body: Mapping[str, Any], line: bytes) -> tuple[int | None, int, bool] | None:
     """``(output limit or None, choices, media)`` of one request; ``None`` for an unsupported endpoint."""
-    limits = _OUTPUT_LIMITS.get(endpoint) if endpoint else None
-    if limits is None:
+    spec = endpoint_spec(endpoint)
+    if spec is None:
         return None
     media = _has_media(body.get("messages")) or _has_media(body.get("input"))
-    if not limits:  # embeddings: input only
+    if not spec.output_limits:  # embeddings: input only
         return 0, 1, media
-    limit = None
-    for key in limits:
-        limit = _positive_int(body.get(key))
-        if limit is not None:
-            break
-    choices = _positive_int(body.get("n")) or 1
-    if endpoint == "/v1/completions":
-        choices = max(choices, _positive_int(body.get("best_of")) or 1)
-    return limit, choices, media
+    return spec.output_limit(body), spec.completions(body), media
 
 
 def bound_request(endpoint: str, body: Mapping[str, Any], line: bytes) -> RequestBound | None:
@@ -277,7 +262,7 @@ class CostEstimator:
             cost_usd=None,
         )
         if self.unsupported_endpoint is not None:
-            supported = ", ".join(_OUTPUT_LIMITS)
+            supported = ", ".join(ENDPOINTS)
             return replace(unpriced, note=f"no estimate for endpoint {self.unsupported_endpoint} (only {supported})")
         if not self.sums:
             return replace(unpriced, output_tokens=0, cost_usd=0.0, input_cost_usd=0.0, output_cost_usd=0.0)

@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_openai_batch.emulator import EmulatorServer
-from airflow_provider_openai_batch.estimate import CostEstimate, CostEstimator, bound_request
+from airflow_provider_openai_batch.endpoints import ENDPOINTS
+from airflow_provider_openai_batch.estimate import CostEstimate, CostEstimator, bound_request, budget_problem
 from airflow_provider_openai_batch.models import Batch
 from airflow_provider_openai_batch.pricing import PriceTable, batch_cost, default_price_table
+from tests._kit.inputs import endpoint_line
 
 CHAT, RESPONSES, EMBEDDINGS = "/v1/chat/completions", "/v1/responses", "/v1/embeddings"
+COMPLETIONS = "/v1/completions"
 
 
 def line(custom_id: str, url: str, body: dict[str, Any]) -> bytes:
@@ -43,6 +46,7 @@ def estimate_of(data: bytes, endpoint: str, table: PriceTable | None = None) -> 
         (RESPONSES, {"model": "m", "input": "hi", "max_output_tokens": 40}, 40, 1),
         (RESPONSES, {"model": "m", "input": "hi", "max_tokens": 40}, None, 1),  # not a responses field
         ("/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 16, "n": 2, "best_of": 5}, 16, 5),
+        ("/v1/completions", {"model": "m", "prompt": ["x", "y", "z"], "max_tokens": 16, "n": 2}, 16, 6),
         (EMBEDDINGS, {"model": "m", "input": ["a", "b"]}, 0, 1),
     ],
 )
@@ -68,6 +72,74 @@ def test_images_and_files_are_flagged_as_unbounded() -> None:
     assert chat is not None and chat.media
     assert responses is not None and responses.media
     assert text is not None and not text.media
+
+
+# -- completions billed: prompts, n, best_of (#22 item 3) -------------------------------------------------------
+
+#: gpt-3.5-turbo-instruct at batch prices (half of 1.50 / 2.00 per 1M): the completions endpoint's model.
+INSTRUCT = "gpt-3.5-turbo-instruct"
+INSTRUCT_PRICES = default_price_table().with_overrides(
+    {INSTRUCT: {"input": 0.75, "output": 1.00, "max_output_tokens": 4096}}, origin="test"
+)
+FOUR = ["Say one.", "Say two.", "Say three.", "Say four."]
+
+
+@pytest.mark.parametrize(
+    ("fields", "output", "cost_usd"),
+    [
+        # (bytes x 0.75 + output x 1.00) / 1M, rounded up to the micro-dollar.
+        ({"prompt": "Say one.", "max_tokens": 16}, 16, 0.000127),  # 148 bytes
+        ({"prompt": FOUR, "max_tokens": 16}, 64, 0.000206),  # 189 bytes; was bounded as 16 tokens, $0.000158
+        ({"prompt": [[9906, 13], [17], [18], [19, 20]], "max_tokens": 16}, 64, 0.000193),  # four token arrays
+        ({"prompt": [9906, 13, 17], "max_tokens": 16}, 16, 0.00013),  # one token array: one prompt
+        ({"prompt": FOUR, "max_tokens": 16, "n": 2}, 128, 0.000276),  # 4 prompts x 2 choices
+        ({"prompt": FOUR, "max_tokens": 16, "n": 2, "best_of": 3}, 192, 0.000351),  # best_of: 3 generated each
+        ({"prompt": FOUR}, 4 * 4096, 0.016513),  # no limit: the model's largest completion, per prompt
+    ],
+    ids=["one", "four", "token_arrays", "one_token_array", "n", "best_of", "no_limit"],
+)
+def test_a_completions_prompt_list_is_bounded_per_prompt_and_completion(
+    fields: dict[str, Any], output: int, cost_usd: float
+) -> None:
+    data = line("a", COMPLETIONS, {"model": INSTRUCT, **fields})
+    result = estimate_of(data, COMPLETIONS, INSTRUCT_PRICES)
+    assert (result.input_tokens, result.output_tokens) == (len(data), output)
+    assert result.cost_usd == cost_usd
+
+
+def test_a_cap_that_one_prompt_fits_stops_a_line_of_four() -> None:
+    # gpt-4o: 1.25 input, 5.00 output per 1M. One 1,000-token completion fits $0.01, four of them do not
+    # (the four-prompt line was bounded as one completion, $0.005219, and passed the cap).
+    one = estimate_of(line("a", COMPLETIONS, {"model": "gpt-4o", "prompt": FOUR[0], "max_tokens": 1000}), COMPLETIONS)
+    four = estimate_of(line("a", COMPLETIONS, {"model": "gpt-4o", "prompt": FOUR, "max_tokens": 1000}), COMPLETIONS)
+    assert (one.output_tokens, one.cost_usd) == (1000, 0.005168)  # 134 bytes
+    assert (four.output_tokens, four.cost_usd) == (4000, 0.020219)  # 175 bytes
+    assert budget_problem(one, 0.01) is None
+    problem = budget_problem(four, 0.01)
+    assert problem is not None and "at most $0.02 " in problem and "exceeds max_cost_usd=$0.01" in problem
+
+
+def test_n_on_chat_completions_multiplies_the_output() -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 100}
+    data = line("a", CHAT, {**body, "n": 3}) + line("b", CHAT, body)
+    result = estimate_of(data, CHAT)
+    # 0.075 input, 0.30 output per 1M: (370 x 0.075 + (300 + 100) x 0.30) / 1M, rounded up to the micro-dollar.
+    assert (result.input_tokens, result.output_tokens, result.cost_usd) == (370, 400, 0.000148)
+
+
+#: endpoint -> output tokens of one line setting every limit and count any endpoint reads (see test_endpoints).
+OUTPUT_OF_EVERYTHING = {CHAT: 7 * 3, COMPLETIONS: 9 * 4 * 5, RESPONSES: 11 * 3, EMBEDDINGS: 0}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_endpoint_is_bounded_as_its_registry_entry_reads_the_body(endpoint: str) -> None:
+    fields = {"max_completion_tokens": 7, "max_tokens": 9, "max_output_tokens": 11, "n": 3, "best_of": 5}
+    if endpoint == COMPLETIONS:
+        fields["prompt"] = FOUR
+    data = endpoint_line("a", endpoint, model="gpt-4o-mini", **fields)
+    result = estimate_of(data, endpoint)
+    assert (result.input_tokens, result.output_tokens) == (len(data), OUTPUT_OF_EVERYTHING[endpoint])
+    assert result.cost_usd is not None and result.note is None
 
 
 def test_unsupported_endpoint_has_no_estimate() -> None:

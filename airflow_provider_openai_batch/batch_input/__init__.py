@@ -8,7 +8,9 @@ same checks and never leaves a half-written file behind. :func:`read_results` an
 :func:`iter_results` turn output and error files back into :class:`BatchResult` objects keyed by
 ``custom_id``.
 
-One module per job: ``endpoints`` (endpoint names, limits), ``records`` (``BatchRequest``,
+The endpoints themselves (names, what each body holds) are the registry in
+:mod:`airflow_provider_openai_batch.endpoints`. One module per job here: ``limits`` (per-file limits),
+``records`` (``BatchRequest``,
 ``InputSummary``), ``checker`` (the line rules), ``reading`` (streaming lines, counting them),
 ``validate``, ``write``, ``build`` (request builders) and ``results``.
 
@@ -23,19 +25,13 @@ from airflow_provider_openai_batch.batch_input.build import (
     build_responses_requests,
 )
 from airflow_provider_openai_batch.batch_input.checker import RequestCallback
-from airflow_provider_openai_batch.batch_input.endpoints import (
-    CHAT_COMPLETIONS,
-    EMBEDDINGS,
-    MAX_INPUT_BYTES,
-    MAX_REQUESTS,
-    RESPONSES,
-    normalize_endpoint,
-)
+from airflow_provider_openai_batch.batch_input.limits import MAX_INPUT_BYTES, MAX_REQUESTS
 from airflow_provider_openai_batch.batch_input.reading import STORAGE_BLOCK_SIZE, LineCounter, count_lines, iter_lines
 from airflow_provider_openai_batch.batch_input.records import BatchRequest, InputSummary
 from airflow_provider_openai_batch.batch_input.results import BatchResult, iter_results, iter_results_file, read_results
 from airflow_provider_openai_batch.batch_input.validate import validate_batch_input
 from airflow_provider_openai_batch.batch_input.write import write_batch_input
+from airflow_provider_openai_batch.endpoints import CHAT_COMPLETIONS, EMBEDDINGS, RESPONSES, normalize_endpoint
 
 __all__ = [
     "CHAT_COMPLETIONS",

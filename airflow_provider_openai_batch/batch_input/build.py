@@ -1,12 +1,17 @@
-"""Lazy request builders for the three batch endpoints, to feed :func:`write_batch_input`."""
+"""Lazy request builders for chat, embeddings and responses, to feed :func:`write_batch_input`.
+
+Each builder takes its url and token-cap field names from the endpoint's registry entry
+(:data:`~airflow_provider_openai_batch.endpoints.ENDPOINTS`), so a line it builds is the shape the
+checker and the estimate expect.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from airflow_provider_openai_batch.batch_input.endpoints import CHAT_COMPLETIONS, EMBEDDINGS, RESPONSES
 from airflow_provider_openai_batch.batch_input.records import BatchRequest
+from airflow_provider_openai_batch.endpoints import CHAT_COMPLETIONS, EMBEDDINGS, ENDPOINTS, RESPONSES
 
 __all__ = ["TOKEN_FIELDS", "build_chat_requests", "build_embedding_requests", "build_responses_requests"]
 
@@ -30,7 +35,9 @@ def _with_extra(body: dict[str, Any], extra_body: Mapping[str, Any] | None) -> d
 
 #: The body fields a chat completion's token cap can be sent as: OpenAI's current one, and the older one that
 #: some gateways and older Azure API versions still need (reasoning models reject it).
-TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
+TOKEN_FIELDS = ENDPOINTS[CHAT_COMPLETIONS].output_limits
+#: The one body field of a responses request's token cap.
+_RESPONSES_TOKEN_FIELD = ENDPOINTS[RESPONSES].output_limits[0]
 
 
 def build_chat_requests(
@@ -109,5 +116,5 @@ def build_responses_requests(
         if instructions is not None:
             body["instructions"] = instructions
         if max_output_tokens is not None:
-            body["max_output_tokens"] = max_output_tokens
+            body[_RESPONSES_TOKEN_FIELD] = max_output_tokens
         yield BatchRequest(custom_id, _with_extra(body, extra_body), RESPONSES)

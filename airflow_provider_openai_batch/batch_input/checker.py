@@ -8,14 +8,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openai_batch.batch_input.endpoints import (
-    CHAT_COMPLETIONS,
-    EMBEDDINGS,
-    RESPONSES,
-    normalize_endpoint,
-)
-from airflow_provider_openai_batch.batch_input.limits import embedding_inputs
 from airflow_provider_openai_batch.batch_input.records import InputSummary
+from airflow_provider_openai_batch.endpoints import endpoint_spec, normalize_endpoint
 from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError, InputProblem
 
@@ -238,30 +232,18 @@ class LineChecker:
                 "streaming_not_supported",
                 'body.stream is true; batches cannot stream: remove "stream" or set it to false',
             )
-        if self.endpoint == EMBEDDINGS:
-            self.embedding_inputs += embedding_inputs(body)
+        spec = endpoint_spec(self.endpoint)
+        if spec is None:  # an endpoint the registry does not know: the service checks the rest
+            return
+        if spec.batch_inputs is not None:
+            self.embedding_inputs += spec.inputs(body)
             limit = self.max_embedding_inputs
             if limit is not None and self.embedding_limit_line is None and self.embedding_inputs > limit:
                 self.embedding_limit_line = line_no
-        self._note_token_fields(line_no, body)
-
-    def _note_token_fields(self, line_no: int, body: Mapping[str, Any]) -> None:
         # Warnings, not problems: which field a model or gateway takes is only known to the service.
-        if self.endpoint == CHAT_COMPLETIONS and "max_tokens" in body:
-            self.note(
-                line_no,
-                "max_tokens",
-                "body.max_tokens: reasoning models (o-series, gpt-5) reject it and OpenAI deprecates it for "
-                "max_completion_tokens; keep it only for a gateway or model that needs it",
-            )
-            if "max_completion_tokens" in body:
-                self.note(line_no, "both_token_limits", "body sets both max_tokens and max_completion_tokens; keep one")
-        elif self.endpoint == RESPONSES:
-            for name in ("max_tokens", "max_completion_tokens"):
-                if name in body:
-                    self.note(
-                        line_no, "token_limit_field", f"body.{name} is not a /v1/responses field: use max_output_tokens"
-                    )
+        for token_note in spec.token_notes:
+            if token_note.applies(body):
+                self.note(line_no, token_note.code, token_note.message)
 
     def note(self, line_no: int, code: str, message: str) -> None:
         """Record a warning: something the service may reject or ignore, which does not stop the upload."""
@@ -283,7 +265,8 @@ class LineChecker:
         """The limits this check applied, for the error message (unbounded ones left out)."""
         parts = [f"{self.max_requests:,} requests" if self.max_requests < sys.maxsize else ""]
         parts.append(f"{self.max_bytes:,} bytes ({_mib(self.max_bytes)})" if self.max_bytes < sys.maxsize else "")
-        if self.max_embedding_inputs is not None and self.endpoint == EMBEDDINGS:
+        spec = endpoint_spec(self.endpoint)
+        if self.max_embedding_inputs is not None and spec is not None and spec.batch_inputs is not None:
             parts.append(f"{self.max_embedding_inputs:,} embedding inputs")
         shown = [part for part in parts if part]
         return f"{', '.join(shown)} per file" if shown else ""

@@ -10,10 +10,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
+from airflow_provider_openai_batch.endpoints import EMBEDDINGS, ENDPOINTS
 
-__all__ = ["AZURE_MAX_REQUESTS", "MAX_EMBEDDING_INPUTS", "FileLimits", "embedding_inputs"]
+__all__ = [
+    "AZURE_MAX_REQUESTS",
+    "MAX_EMBEDDING_INPUTS",
+    "MAX_INPUT_BYTES",
+    "MAX_REQUESTS",
+    "FileLimits",
+    "embedding_inputs",
+]
 
+#: Most requests one OpenAI batch input file may hold (Azure allows 100,000: pass ``max_requests``).
+MAX_REQUESTS = 50_000
+#: Largest batch input file OpenAI accepts: its documented "200 MB", read as MiB (the stricter reading
+#: of the two would be 200,000,000 bytes; pass ``max_bytes`` to be more cautious).
+MAX_INPUT_BYTES = 200 * 1024 * 1024
 #: Requests one Azure OpenAI batch input file may hold.
 AZURE_MAX_REQUESTS = 100_000
 #: Embedding inputs (strings or token arrays) one ``/v1/embeddings`` batch may hold across all its requests.
@@ -25,12 +37,9 @@ _FIELDS = ("max_requests", "max_bytes", "max_embedding_inputs")
 def embedding_inputs(body: Mapping[str, Any]) -> int:
     """Embedding inputs of one request: a list of strings (or of token lists) counts each; else 1.
 
-    A list of integers is one token array, so one input.
+    A list of integers is one token array, so one input. Counted as the endpoint registry says.
     """
-    value = body.get("input")
-    if isinstance(value, list) and value and not all(isinstance(item, int) for item in value):
-        return len(value)
-    return 1
+    return ENDPOINTS[EMBEDDINGS].inputs(body)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ from airflow_provider_openai_batch.batch_input.checker import (
     RequestCallback,
     StopCheck,
 )
-from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
-from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS
+from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS, MAX_INPUT_BYTES, MAX_REQUESTS
 from airflow_provider_openai_batch.batch_input.reading import describe_source, iter_lines
 from airflow_provider_openai_batch.batch_input.records import InputSummary
 

@@ -13,8 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_openai_batch.batch_input.checker import DEFAULT_MAX_PROBLEMS, LineChecker, StopCheck
-from airflow_provider_openai_batch.batch_input.endpoints import MAX_INPUT_BYTES, MAX_REQUESTS
-from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS
+from airflow_provider_openai_batch.batch_input.limits import MAX_EMBEDDING_INPUTS, MAX_INPUT_BYTES, MAX_REQUESTS
 from airflow_provider_openai_batch.batch_input.reading import describe_source
 from airflow_provider_openai_batch.batch_input.records import BatchRequest, InputSummary
 

@@ -6,6 +6,7 @@ Everything here runs before anything is uploaded or billed, and names the argume
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -87,36 +88,54 @@ def validate_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str] | No
 
 
 _EXPIRES_SHAPE = "output_expires_after must be seconds or {'anchor': 'created_at', 'seconds': N}"
+#: The one anchor OpenAI and Azure document: the output file's creation.
+_EXPIRES_ANCHOR = "created_at"
+
+
+def _whole_number(text: str) -> int | None:
+    """The integer a template rendered as text (``"86400"``), ``None`` when the text is not one (ASCII digits only)."""
+    digits = text.strip()
+    return int(digits) if re.fullmatch(r"-?[0-9]+", digits) else None
 
 
 def validate_output_expires_after(value: Mapping[str, Any] | int | str | None) -> dict[str, Any] | None:
-    """Accept ``{"anchor": "created_at", "seconds": N}`` or a plain number of seconds.
+    """Accept ``{"anchor": "created_at", "seconds": N}`` or a plain number of seconds; return the body field.
 
-    Also as a template renders them: an integer string (``"3600"``) or a JSON object string; an empty string
-    (a template that rendered nothing) means none.
+    Also as a template renders them: an integer string (``"3600"``), a JSON object string, or a mapping whose
+    ``seconds`` rendered as a string (``{"seconds": "{{ ... }}"}`` gives ``"86400"``); seconds are sent as an
+    integer whatever the form. An empty string (a template that rendered nothing) means none.
 
-    :raises ValueError: when the shape is wrong. The seconds range is left to the server, which
-        differs between OpenAI (1 h - 30 d) and Azure (14 d - 30 d).
+    :raises ValueError: naming the field when the shape is wrong. The seconds range is left to the server,
+        which differs between OpenAI (1 h - 30 d) and Azure (14 d - 30 d).
     """
     if isinstance(value, str):
         # What a template renders: "3600", or '{"anchor": "created_at", "seconds": 3600}'.
         text = value.strip()
+        if not text:  # a template that rendered nothing: no expiry (json.loads would call it invalid)
+            return None
+        number = _whole_number(text)
         try:
-            value = int(text) if text.lstrip("-").isdigit() else json.loads(text)
+            value = number if number is not None else json.loads(text)
         except ValueError:
             raise ValueError(f"{_EXPIRES_SHAPE}, got the string {text[:80]!r}") from None
-    if value is None or value == "":
+    if value is None:
         return None
     if isinstance(value, bool):
         raise ValueError(_EXPIRES_SHAPE)
     if isinstance(value, int):
-        value = {"anchor": "created_at", "seconds": value}
+        value = {"anchor": _EXPIRES_ANCHOR, "seconds": value}
     if not isinstance(value, Mapping) or set(value) - {"anchor", "seconds"}:
         raise ValueError(_EXPIRES_SHAPE)
+    anchor = value.get("anchor", _EXPIRES_ANCHOR)
+    if anchor != _EXPIRES_ANCHOR:
+        raise ValueError(f"output_expires_after.anchor must be {_EXPIRES_ANCHOR!r}, got {anchor!r}")
     seconds = value.get("seconds")
+    if isinstance(seconds, str):  # a rendered "86400"; anything else is reported as given
+        number = _whole_number(seconds)
+        seconds = seconds if number is None else number
     if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
         raise ValueError(f"output_expires_after.seconds must be a positive integer, got {seconds!r}")
-    return {"anchor": value.get("anchor", "created_at"), "seconds": seconds}
+    return {"anchor": anchor, "seconds": seconds}
 
 
 def validate_create_args(

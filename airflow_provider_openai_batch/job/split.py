@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from airflow_provider_openai_batch.batch_input.checker import LineChecker, StopCheck
-from airflow_provider_openai_batch.batch_input.endpoints import EMBEDDINGS, normalize_endpoint
 from airflow_provider_openai_batch.batch_input.limits import embedding_inputs
 from airflow_provider_openai_batch.batch_input.reading import READ_CHUNK
+from airflow_provider_openai_batch.endpoints import Endpoint, endpoint_spec, normalize_endpoint
 from airflow_provider_openai_batch.estimate import CostEstimator
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.ids import leading_custom_id
@@ -136,7 +136,8 @@ class _Splitter:
     def __init__(self, workdir: Path, endpoint: str, limits: ShardLimits, max_problems: int) -> None:
         self.workdir = workdir
         self.endpoint = normalize_endpoint(endpoint)
-        self.embeddings = self.endpoint == EMBEDDINGS
+        # What the endpoint counts against the per-batch input limit (embedding inputs); None: unknown endpoint.
+        self.spec: Endpoint | None = endpoint_spec(self.endpoint)
         self.limits = limits
         # The validator's line rules, per line, for an input of any size and of several models.
         self.rules = LineChecker(
@@ -171,14 +172,18 @@ class _Splitter:
     def oversized(self, size: int) -> None:
         """A line no shard can hold: reported (the input fails, so its bytes need no hash)."""
         rules = self.rules
-        self.stop_writing()
         rules.lines += 1
         rules.requests += 1
         rules.bytes += size
-        rules.add(
-            rules.lines,
+        self.too_large(rules.lines, "")
+
+    def too_large(self, line_no: int, why: str) -> None:
+        """Report a line no shard can hold; ``why`` says what made it too large, when not its bytes alone."""
+        self.stop_writing()
+        self.rules.add(
+            line_no,
             "request_too_large",
-            f"the line is over {self.limits.max_bytes:,} bytes, more than one batch file may hold",
+            f"the line is over {self.limits.max_bytes:,} bytes{why}, more than one batch file may hold",
         )
 
     def line(self, raw: bytes) -> None:
@@ -197,19 +202,21 @@ class _Splitter:
             if self.leading_ids and leading_custom_id(raw) != custom_id:
                 self.leading_ids = False
         body = request.get("body")
-        inputs = embedding_inputs(body) if self.embeddings and isinstance(body, Mapping) else 0
-        if self.embeddings and inputs > self.limits.max_embedding_inputs:
+        inputs = self.spec.inputs(body) if self.spec is not None and isinstance(body, Mapping) else 0
+        if inputs > self.limits.max_embedding_inputs:
             rules.add(
                 line_no,
                 "too_many_embedding_inputs",
                 f"the request has {inputs:,} embedding inputs, more than one batch may hold "
                 f"({self.limits.max_embedding_inputs:,})",
             )
+        if not raw.endswith(b"\n"):
+            raw += b"\n"  # the input's last line: every line of a shard ends in one
+            if len(raw) > self.limits.max_bytes:
+                self.too_large(line_no, " with the newline a shard line needs")
         if rules.problems:
             self.stop_writing()
             return
-        if not raw.endswith(b"\n"):
-            raw += b"\n"
         model = body.get("model") if isinstance(body, Mapping) else None
         self.shard_for(model if isinstance(model, str) else None, line_no, len(raw), inputs).add(line_no, raw, inputs)
 

@@ -71,3 +71,23 @@ def check_path(path: Path, **kwargs: Any) -> BatchInputError:
     with pytest.raises(BatchInputError) as info:
         validate_batch_input(path, **kwargs)
     return info.value
+
+
+#: A minimal body of each endpoint in the registry (a new endpoint needs one here: tests/test_endpoints.py checks).
+ENDPOINT_BODIES: dict[str, dict[str, Any]] = {
+    CHAT: {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"prompt": "hi"},
+    "/v1/responses": {"input": "hi"},
+    "/v1/embeddings": {"input": "hi"},
+}
+
+
+def endpoint_request(custom_id: str, endpoint: str, *, model: str = MODEL, **fields: Any) -> dict[str, Any]:
+    """An input line's object for ``endpoint``: its minimal body, with ``fields`` added or replacing."""
+    body = {"model": model, **ENDPOINT_BODIES[endpoint], **fields}
+    return {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+
+
+def endpoint_line(custom_id: str, endpoint: str, *, model: str = MODEL, **fields: Any) -> bytes:
+    """:func:`endpoint_request` as a JSONL line, without its newline (as :func:`line`; join with :func:`lines`)."""
+    return json.dumps(endpoint_request(custom_id, endpoint, model=model, **fields)).encode()

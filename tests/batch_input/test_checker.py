@@ -12,8 +12,9 @@ import pytest
 
 from airflow_provider_openai_batch.batch_input import validate_batch_input
 from airflow_provider_openai_batch.batch_input.checker import LineChecker
+from airflow_provider_openai_batch.endpoints import ENDPOINTS
 from airflow_provider_openai_batch.exceptions import BatchInputError, InputProblem
-from tests._kit.inputs import CHAT, MODEL, body, check, good, line, lines, problems
+from tests._kit.inputs import CHAT, MODEL, body, check, endpoint_line, good, line, lines, problems
 
 PROBLEM_CASES: list[Any] = [
     pytest.param(b"", [(None, "empty_file")], id="empty_file"),
@@ -341,3 +342,43 @@ def test_the_estimate_counts_the_bodies_of_every_line(tmp_path: Path) -> None:
     assert estimate is not None
     assert (estimate.requests, estimate.model) == (3, MODEL)
     assert estimate.input_tokens > 0
+
+
+#: endpoint -> (warning codes, what the warnings say, embedding inputs) of two lines that set every token field
+#: and 3 inputs each.
+EVERY_ENDPOINT_READS: dict[str, tuple[list[str], list[str], int]] = {
+    "/v1/chat/completions": (
+        ["max_tokens", "both_token_limits"],
+        ["body.max_tokens: reasoning models", "body sets both max_tokens"],
+        0,
+    ),
+    "/v1/completions": ([], [], 0),
+    # One code for both fields: reported once, from the first field seen.
+    "/v1/responses": (["token_limit_field"], ["body.max_tokens is not a /v1/responses field"], 0),
+    "/v1/embeddings": ([], [], 6),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_endpoint_is_checked_as_its_registry_entry_says(tmp_path: Path, endpoint: str) -> None:
+    fields = {"max_tokens": 5, "max_completion_tokens": 5, "input": ["a", "b", "c"]}
+    path = path_with(tmp_path / "input.jsonl", *(endpoint_line(i, endpoint, **fields) for i in ("a", "b")))
+    codes, warned, inputs = EVERY_ENDPOINT_READS[endpoint]
+
+    summary = validate_batch_input(path, endpoint=endpoint)
+    checker = LineChecker(endpoint=endpoint, max_requests=2, max_bytes=10_000)
+    for raw in path.read_bytes().splitlines(keepends=True):
+        checker.feed(raw)
+    assert list(checker.notes) == codes
+
+    assert len(summary.warnings) == len(warned)
+    for text, start in zip(summary.warnings, warned, strict=True):
+        assert text.split(": ", 1)[1].startswith(start), text
+    assert summary.embedding_inputs == inputs
+    # Only an endpoint that counts inputs per batch is held to the input limit.
+    if inputs:
+        assert problems(check(tmp_path, path.read_bytes(), endpoint=endpoint, max_embedding_inputs=5)) == [
+            (2, "too_many_embedding_inputs")
+        ]
+    else:
+        assert validate_batch_input(path, endpoint=endpoint, max_embedding_inputs=1).requests == 2

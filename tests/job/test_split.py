@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_openai_batch.endpoints import ENDPOINTS
 from airflow_provider_openai_batch.exceptions import BatchInputError
 from airflow_provider_openai_batch.job.limits import MAX_EMBEDDING_INPUTS, ShardLimits
 from airflow_provider_openai_batch.job.split import embedding_inputs, iter_bounded_lines, split_input
+from tests._kit.inputs import endpoint_request
 from tests._kit.job_lines import CHAT, request, write_lines
 
 
@@ -246,6 +248,63 @@ def test_at_most_32_shards_are_open_and_the_least_recently_used_is_closed(tmp_pa
     assert [(s.model, s.requests) for s in result.plan.shards][:2] == [("m0", 1), ("m1", 2)]
     assert [(s.index, s.model, s.first_line) for s in result.plan.shards][-1] == (33, "m0", 35)
     assert len(result.plan.shards) == 34
+
+
+#: endpoint -> (requests, embedding inputs) of each shard of three requests with 3 inputs each, 4 inputs a shard.
+SHARDS_BY_ENDPOINT = {
+    "/v1/chat/completions": [(3, 0)],
+    "/v1/completions": [(3, 0)],  # a prompt list is several completions, not inputs held per batch
+    "/v1/responses": [(3, 0)],
+    "/v1/embeddings": [(1, 3), (1, 3), (1, 3)],
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_every_endpoint_counts_inputs_per_shard_as_its_registry_entry_says(tmp_path: Path, endpoint: str) -> None:
+    lines = [endpoint_request(f"r-{i}", endpoint, input=["a", "b", "c"], prompt=["a", "b", "c"]) for i in range(3)]
+    source = write_lines(tmp_path / "in.jsonl", lines)
+    result = split(source, tmp_path / "work", endpoint=endpoint, max_embedding_inputs=4)
+    assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == SHARDS_BY_ENDPOINT[endpoint]
+
+
+def test_an_endpoint_the_registry_does_not_know_counts_no_inputs(tmp_path: Path) -> None:
+    lines = [{**request(i), "url": "/v1/moderations"} for i in range(2)]
+    for line in lines:
+        line["body"]["input"] = ["a", "b"]
+    result = split(write_lines(tmp_path / "in.jsonl", lines), tmp_path / "work", endpoint="/v1/moderations")
+    assert [(s.requests, s.embedding_inputs) for s in result.plan.shards] == [(2, 0)]
+
+
+def test_a_body_that_is_not_an_object_is_a_problem_not_a_count(tmp_path: Path) -> None:
+    lines = [endpoint_request("e-0", "/v1/embeddings"), {**endpoint_request("e-1", "/v1/embeddings"), "body": ["x"]}]
+    (tmp_path / "work").mkdir()
+    with write_lines(tmp_path / "in.jsonl", lines).open("rb") as stream, pytest.raises(BatchInputError) as info:
+        split_input(stream, tmp_path / "work", endpoint="/v1/embeddings", limits=ShardLimits(), source="in")
+    assert [(p.line, p.code) for p in info.value.problems] == [(2, "missing_body")]
+
+
+def test_a_last_line_without_its_newline_never_takes_a_shard_over_the_byte_limit(tmp_path: Path) -> None:
+    first = json.dumps(request(0)).encode() + b"\n"
+    last = json.dumps(request(1, pad=40)).encode()  # the input ends without a newline
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(first + last)
+    limit = len(last)  # the last line alone is the limit; with the newline its shard needs, one byte over
+
+    with pytest.raises(BatchInputError) as info:
+        split(source, tmp_path / "w1", max_bytes=limit)
+
+    assert [(p.line, p.code, p.message) for p in info.value.problems] == [
+        (
+            2,
+            "request_too_large",
+            f"the line is over {limit:,} bytes with the newline a shard line needs, more than one batch file may hold",
+        )
+    ]
+    assert not list((tmp_path / "w1").glob("shard-*"))
+    # One byte more: the line and its newline fill a shard exactly.
+    result = split(source, tmp_path / "w2", max_bytes=limit + 1)
+    assert [s.bytes for s in result.plan.shards] == [len(first), limit + 1]
+    assert [p.read_bytes() for p in result.paths] == [first, last + b"\n"]
 
 
 def test_a_line_too_large_alone_is_the_only_problem(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ try number, in a DAG run whose ``run_after`` bounds how far back an earlier try 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,7 @@ from airflow_provider_openai_batch.hooks.openai_batch import IDEMPOTENCY_METADAT
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCreateOperator
 from tests._kit.batches import wait_for_status, write_jsonl
 from tests._kit.connection import set_connection
+from tests._kit.operators import job_op
 from tests._kit.ti import FakeTI
 
 ENDPOINT = "/v1/chat/completions"
@@ -219,6 +221,63 @@ def test_a_templated_output_expires_after_of_the_wrong_shape_fails_before_upload
     op.render_template_fields(ctx(1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"output_expires_after.*'an hour'"):
         op.execute(ctx(1))
+    assert emu.counters["requests"] == 0
+
+
+def create_or_job(kind: str, tmp_path: Path, **kwargs: Any) -> Any:
+    """The Create or the Job operator over two requests in ``tmp_path/in.jsonl``; both check create arguments."""
+    source = write_jsonl(tmp_path / "in.jsonl", 2)
+    return create_op(input_file=source, **kwargs) if kind == "create" else job_op(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["create", "job"])
+@pytest.mark.parametrize(
+    "template",
+    [{"anchor": "created_at", "seconds": "{{ 24 * 3600 }}"}, '{"anchor": "created_at", "seconds": "{{ 24 * 3600 }}"}'],
+    ids=["mapping", "json_string"],
+)
+def test_seconds_that_render_as_a_string_are_sent_as_an_integer(
+    emu: EmulatorServer, tmp_path: Path, kind: str, template: Any
+) -> None:
+    op = create_or_job(kind, tmp_path, output_expires_after=template)
+    context = ctx(1)
+    op.render_template_fields(context)
+    rendered = op.output_expires_after
+    assert (json.loads(rendered) if isinstance(rendered, str) else rendered)["seconds"] == "86400"
+
+    op.execute(context)  # the emulator, as the service, answers a string "seconds" with a 400
+
+    (batch_id,) = emu.batches
+    output = OpenAIBatchHook().retrieve_file(wait_for_status(emu, batch_id, "completed")["output_file_id"])
+    assert output.expires_at is not None and output.created_at is not None
+    assert output.expires_at - output.created_at == 86_400
+
+
+@pytest.mark.parametrize("kind", ["create", "job"])
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ({"anchor": "created_at", "seconds": "{{ 'a day' }}"}, "output_expires_after.seconds must be a positive "
+         "integer, got 'a day'"),
+        ({"anchor": "created_at", "seconds": "{{ 0 }}"}, "output_expires_after.seconds must be a positive integer, "
+         "got 0"),
+        ({"anchor": "created_at", "seconds": "{{ 1.5 * 3600 }}"}, "output_expires_after.seconds must be a positive "
+         "integer, got '5400.0'"),
+        ({"anchor": "{{ 'last_active_at' }}", "seconds": 3600}, "output_expires_after.anchor must be 'created_at', "
+         "got 'last_active_at'"),
+        ('{"anchor": "created_at", "seconds": {{ 3600 }}, "days": 1}', "output_expires_after must be seconds or"),
+    ],
+    ids=["words", "zero", "fraction", "anchor", "extra_key"],
+)  # fmt: skip
+def test_rendered_nonsense_names_the_field_before_upload(
+    emu: EmulatorServer, tmp_path: Path, kind: str, template: Any, message: str
+) -> None:
+    op = create_or_job(kind, tmp_path, output_expires_after=template)
+    context = ctx(1)
+    op.render_template_fields(context)
+    with pytest.raises(ValueError) as info:
+        op.execute(context)
+    assert str(info.value).startswith(message)
     assert emu.counters["requests"] == 0
 
 
