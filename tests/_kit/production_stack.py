@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests._kit.e2e_stack import AirflowStack, Proc, free_port
+from tests._kit.e2e_stack import AirflowStack, Proc, _decrypt_kwargs, free_port
 
 #: How to get the servers this stack starts, said by every error about them.
 INSTALL_HINT = "install Debian's packages: apt-get install -y postgresql redis-server (.ci/run does)"
@@ -452,6 +452,14 @@ class ProductionStack(AirflowStack):
         rows = self.sql("SELECT id, classpath, created_date::text, triggerer_id FROM trigger ORDER BY id")
         return [(int(r[0]), str(r[1]), str(r[2]), r[3]) for r in rows]
 
+    def trigger_rows(self) -> list[tuple[int, str, str]]:
+        """``(id, classpath, kwargs)`` of the trigger table, kwargs decrypted as Airflow stores them."""
+        from cryptography.fernet import Fernet
+
+        fernet = Fernet(self.fernet_key.encode())
+        rows = self.sql("SELECT id, classpath, kwargs::text FROM trigger ORDER BY id")
+        return [(int(r[0]), str(r[1]), _decrypt_kwargs(str(r[2]), fernet)) for r in rows]
+
     def triggerer_key(self, job_id: int | None) -> str | None:
         return next((key for key, job in self.triggerer_jobs.items() if job == job_id), None)
 
@@ -483,7 +491,7 @@ class ProductionStack(AirflowStack):
         if self._stopped:
             return
         self._stopped = True
-        stop_sessions([proc.popen for proc in self.procs.values()], grace=20.0)
+        stop_sessions([proc.popen for proc in self.procs.values()], grace=12.0)
         if self.emulator is not None:
             stop_sessions([self.emulator.popen], grace=5.0)
         for service in (self.redis, self.postgres):

@@ -28,6 +28,7 @@ from tests._kit.production_stack import (
     TRIGGERERS,
     WORKERS,
     ProductionStack,
+    StackError,
     batch_creates,
     cancelled_batches,
     content_downloads,
@@ -43,8 +44,11 @@ TASK = "run_job"
 PER_SHARD = 10
 #: The emulator's phase: a batch runs 3 phases (``slow``: 60 phases, the sensors' and (b)'s job's batches).
 PHASE = 2.5
-#: Deferred sensors in (b): each starts on a worker twice (defer, then resume), ~1 s of a core each.
-SENSORS_COUNT = int(os.environ.get("PRODUCTION_SENSORS", "100"))
+#: How long a ``slow`` batch runs.
+SLOW_SECONDS = 60 * PHASE
+#: Deferred sensors in (b): each starts on a worker twice (defer, then resume), about 1 s of a core each on a
+#: loaded 2-core machine; all must have deferred before their batches end (SLOW_SECONDS after they are made).
+SENSORS_COUNT = int(os.environ.get("PRODUCTION_SENSORS", "120"))
 #: Every result download takes this long: the merge of (a) lasts long enough to be killed in.
 DOWNLOAD_LATENCY = 1.5
 
@@ -230,12 +234,19 @@ def test_b_a_triggerer_killed_mid_wait_hands_every_trigger_over(prod: Production
 
     def all_held() -> bool:
         held[:] = triggers_of(prod, runs)
-        return len(held) == count + 1 and all(t[2] is not None for t in held)
+        if len(held) == count + 1 and all(t[2] is not None for t in held):
+            return True
+        if time.monotonic() - created > SLOW_SECONDS - 10:
+            raise StackError(
+                f"{len(held)} of {count + 1} triggers held {SLOW_SECONDS}s after the batches were made, as they end:"
+                f" the machine starts sensors too slowly for PRODUCTION_SENSORS={count}\n{prod.diagnostics()}"
+            )
+        return False
 
     wait_until(
         f"{count} sensors and the job deferred, each trigger running in a triggerer",
         all_held,
-        timeout=300,
+        timeout=SLOW_SECONDS,
         logs=lambda: f"{task_states(prod, SENSORS, sensors_run)} {len(held)} held\n{prod.diagnostics()}",
         interval=1.0,
     )
@@ -296,6 +307,9 @@ def test_c_marking_a_deferred_job_failed_cancels_its_shards(prod: ProductionStac
         logs=prod.diagnostics,
     )
     time.sleep(2 * prod.poll_interval)  # and polling: a trigger not started yet has no on_kill to run
+    # (d) while a trigger exists: its kwargs, decrypted as the triggerer reads them, do not hold the key either.
+    kwargs = [row[2] for row in prod.trigger_rows()]
+    assert any("batch_ids" in k for k in kwargs) and all(prod.api_key not in k for k in kwargs)
 
     prod.api("PATCH", f"/api/v2/dags/{JOB}/dagRuns/{run_id}/taskInstances/{TASK}", json={"new_state": "failed"})
     marked = time.monotonic()
