@@ -6,6 +6,7 @@ started here on free loopback ports from their binaries: the system services are
 to run as root, so under root its data directory belongs to the ``postgres`` user the package creates and the
 server runs as that user. Every process this module starts leads a session of its own; stopping one kills its
 whole session, which also reaches the task processes a Celery worker forks into process groups of their own.
+Everything listens on 127.0.0.1 only (PostgreSQL's socket is in its own folder), and no log server is started.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,30 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError as exc:
         return f"({exc})"
+
+
+#: /proc/net/tcp{,6} local addresses that are loopback: 127.0.0.1, ::1 and ::ffff:127.0.0.1.
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[int, str]]:
+    """``(pid, local address in /proc/net/tcp hex)`` of every TCP socket in LISTEN the processes ``pids`` hold."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd.path)
+                    if target.startswith("socket:["):
+                        inodes[target[8:-1]] = pid
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                cols = row.split()
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    found.append((inodes[cols[9]], cols[1]))
+    return found
 
 
 # -- PostgreSQL and Redis ------------------------------------------------------------------------------
@@ -307,8 +332,8 @@ def content_downloads(requests: list[EmulatorRequest]) -> list[str]:
 
 @dataclass
 class ProductionStack(AirflowStack):
-    """:class:`AirflowStack` on PostgreSQL with the CeleryExecutor (Redis), ``workers`` Celery workers and
-    ``triggerers`` triggerers. The emulator logs every request (``--verbose``): :meth:`requests` reads it."""
+    """:class:`AirflowStack` on PostgreSQL with the CeleryExecutor (Redis), the Celery workers :data:`WORKERS` and
+    the triggerers :data:`TRIGGERERS`. The emulator logs every request (``--verbose``): :meth:`requests` reads it."""
 
     worker_concurrency: int = 4
     #: Seconds without a task heartbeat before the scheduler fails the try (a killed worker's task).
@@ -317,10 +342,6 @@ class ProductionStack(AirflowStack):
     redis: Redis | None = None
     #: Triggerer process key -> its job id in the ``job`` table.
     triggerer_jobs: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def worker_keys(self) -> tuple[str, ...]:
-        return WORKERS
 
     def start(self, ready_timeout: float = 240.0) -> None:
         atexit.register(self.stop)
@@ -383,10 +404,18 @@ class ProductionStack(AirflowStack):
             logs=self.diagnostics,
         )
 
+    def start_component(
+        self, name: str, key: str | None = None, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> Proc:
+        if name == "triggerer" and "--skip-serve-logs" not in args:
+            # Airflow's log server binds every interface (0.0.0.0 and [::], not configurable), so no component
+            # starts it: the api-server reads task and trigger logs from the shared AIRFLOW_HOME/logs.
+            args = [*args, "--skip-serve-logs"]
+        return super().start_component(name, key=key, env=env, args=args)
+
     def start_triggerer(self, key: str, timeout: float = 120.0) -> Proc:
         self._next_log(key)
-        env = {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
-        proc = self.start_component("triggerer", key=key, env=env)
+        proc = self.start_component("triggerer", key=key)
         self._await_triggerer(key, timeout=timeout)
         return proc
 
@@ -479,6 +508,27 @@ class ProductionStack(AirflowStack):
             for dirpath, _dirs, names in os.walk(root):
                 files.extend(Path(dirpath, n) for n in names if n.endswith(".log") or ".log." in n)
         return sorted(files)
+
+    def sessions(self) -> dict[str, int]:
+        """Session id (its leader's pid) of every process this stack started and that still runs, by name."""
+        popens = {key: proc.popen for key, proc in self.procs.items()}
+        if self.emulator is not None:
+            popens["emulator"] = self.emulator.popen
+        for name, service in (("postgres", self.postgres), ("redis", self.redis)):
+            if service is not None and service.popen is not None:
+                popens[name] = service.popen
+        return {key: popen.pid for key, popen in popens.items() if popen.poll() is None}
+
+    def listening_beyond_loopback(self) -> list[str]:
+        """``name pid address`` of every listening TCP socket a process of the stack holds on another address than
+        loopback (none is expected); also returns how many it checked in the last item, as ``checked N``."""
+        out, checked = [], 0
+        for name, sid in self.sessions().items():
+            for pid, address in listening_sockets(session_pids(sid)):
+                checked += 1
+                if address.rsplit(":", 1)[0] not in LOOPBACK:
+                    out.append(f"{name} {pid} {address}")
+        return [*out, f"checked {checked}"]
 
     def diagnostics(self) -> str:
         parts = [super().diagnostics()]

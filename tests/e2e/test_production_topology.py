@@ -7,7 +7,8 @@ module. Each scenario asserts what the emulator was asked (its request log) besi
 (b) a triggerer SIGKILLed while ``SENSORS`` deferred sensors and a job wait: the other triggerer takes every
     trigger over, no batch is cancelled, all finish;
 (c) a deferred job marked failed through the REST API: its shard batches are cancelled (by the triggerer);
-(d) the API key is in no log file the stack wrote, no XCom and no rendered field (nor any database row).
+(d) the API key is in no log file the stack wrote, no XCom and no rendered field (nor any database row), and
+    nothing the stack started listens beyond loopback.
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def pages(prod: ProductionStack, path: str, items: str) -> list[dict[str, Any]]:
             return out
 
 
-def test_d_the_api_key_is_in_no_log_xcom_rendered_field_or_row(prod: ProductionStack) -> None:
+def test_d_the_api_key_is_nowhere_and_nothing_listens_beyond_loopback(prod: ProductionStack) -> None:
     key = prod.api_key
     files = prod.log_files()
     names = {f.name for f in files}
@@ -364,6 +365,10 @@ def test_d_the_api_key_is_in_no_log_xcom_rendered_field_or_row(prod: ProductionS
         values = list(pool.map(value, entries))
     print(f"\n{len(files)} log files, {len(tis)} task instances, {len(values)} XComs searched")
     assert len(values) > SENSORS_COUNT and all(key not in v for v in values), "an XCom holds the key"
+
+    # And the stack listens on loopback only: every TCP socket in LISTEN of every process it started.
+    *beyond, checked = prod.listening_beyond_loopback()
+    assert beyond == [] and checked != "checked 0", beyond
 
     tables = [r[0] for r in prod.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     hits = [t for t in tables if prod.sql(f'SELECT 1 FROM "{t}" r WHERE strpos(r::text, %s) > 0 LIMIT 1', (key,))]
