@@ -352,7 +352,10 @@ class ProductionStack(AirflowStack):
         self.postgres.start()
         self.redis = Redis(self.home / "redis")
         self.redis.start()
-        super().start(ready_timeout=ready_timeout)  # emulator, db migrate, api-server, scheduler, ...
+        try:
+            super().start(ready_timeout=ready_timeout)  # emulator, db migrate, api-server, scheduler, ...
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise StackError(f"Airflow did not start: {exc}\n{self.diagnostics()}") from exc
         left = max(60.0, ready_timeout - (time.monotonic() - started))
         self._await_triggerer("triggerer", timeout=left)
         self.start_triggerer("triggerer-b", timeout=left)
@@ -532,6 +535,9 @@ class ProductionStack(AirflowStack):
 
     def diagnostics(self) -> str:
         parts = [super().diagnostics()]
+        migrate = self.proc_logs_dir / "db-migrate.log"
+        if migrate.exists():
+            parts.append(f"--- db-migrate ---\n{tail(migrate, 15)}")
         parts += [s.diagnostics() for s in (self.postgres, self.redis) if s is not None]
         return "\n".join(parts)
 
@@ -541,7 +547,7 @@ class ProductionStack(AirflowStack):
         if self._stopped:
             return
         self._stopped = True
-        stop_sessions([proc.popen for proc in self.procs.values()], grace=12.0)
+        stop_sessions([proc.popen for proc in self.procs.values()], grace=5.0)
         if self.emulator is not None:
             stop_sessions([self.emulator.popen], grace=5.0)
         for service in (self.redis, self.postgres):
