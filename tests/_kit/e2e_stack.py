@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,14 +236,16 @@ class AirflowStack:
         generated = self.home / "simple_auth_manager_passwords.json.generated"
         return str(json.loads(generated.read_text())["admin"])
 
-    def start_component(self, name: str, key: str | None = None, env: dict[str, str] | None = None) -> Proc:
-        """Start ``airflow <name>``; ``key`` (default ``name``) names a second instance, e.g. another triggerer,
-        and ``env`` overrides its environment (its own log-server port, say)."""
+    def start_component(
+        self, name: str, key: str | None = None, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> Proc:
+        """Start ``airflow <name> <args...>``; ``key`` (default ``name``) names a second instance, e.g. another
+        triggerer, and ``env`` overrides its environment (its own log-server port, say)."""
         key = key or name
         suffix = f".{self._restarts}" if key in self.procs else ""
         log_path = self.proc_logs_dir / f"{key}{suffix}.log"
         popen = subprocess.Popen(
-            [self.python, "-m", "airflow", name],
+            [self.python, "-m", "airflow", name, *args],
             env={**self.env, **(env or {})},
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
