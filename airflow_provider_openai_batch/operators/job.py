@@ -40,14 +40,16 @@ class OpenAIBatchJobOperator(BaseOperator):
        their line numbers before anything is uploaded), and the requests are cut, at line boundaries, into
        shards within the connection's per-batch limits (requests, bytes, embedding inputs) or smaller ones
        you set. An input that mixes models gets shards of one model each.
-    2. **Submit**: each shard becomes a batch tagged with a key made of the task instance, the input's hash
-       and the shard's place. A retry or a clear reuses every shard batch that is running or completed and
-       creates only the missing ones. An input that fits one batch is one batch, tagged as the Create
-       operator tags it.
+    2. **Submit**: each shard becomes a batch tagged with the job's key (the task instance and the input's
+       hash: never the try, the round or a limit) and the shard's place. A retry, a clear, or a try after a
+       limit change first reads every batch of the job from the service (their output and error files, line by
+       line) and sends only the lines no batch answered and none still holds, cut under its own limits: an
+       answered line is never billed twice.
     3. **Wait once**: one deferral, one trigger for all shard batches (no worker slot), with a progress line
        for the whole job.
-    4. **Merge**: outputs and errors of every shard into ``<name>_output.jsonl`` and ``<name>_error.jsonl``
-       at ``destination``, in input order: answers in the output file, failed and unanswered lines in the
+    4. **Merge**: outputs and errors of every batch of the job (of every try) into ``<name>_output.jsonl`` and
+       ``<name>_error.jsonl`` at ``destination`` (``<name>``: ``output_name``, else the input's stem, the run id
+       and the map index), in input order: answers (2xx) in the output file, failed and unanswered lines in the
        error file. Memory stays small whatever the job's size (on-disk indexes).
     5. **Judge** the whole job as the sensor judges one batch, and return the manifest.
 
@@ -77,9 +79,11 @@ class OpenAIBatchJobOperator(BaseOperator):
     :param cancel_on_kill: cancel every shard batch of this task still running when the task is killed
         (also while deferred on Airflow 3.3+).
     :param max_consecutive_errors: transient poll failures in a row tolerated while waiting.
-    :param max_resubmits: rounds of resubmission: after the shard batches end, the lines that failed for a
-        passing reason (expired, HTTP 408/429/5xx, timeouts) run again as new batches, up to this many times;
-        lines whose request is at fault (400 ``invalid_request_error``, content policy) never do.
+    :param max_resubmits: rounds of resubmission in one try: after the shard batches end, the lines that failed
+        for a passing reason (expired, left out of every file, HTTP 408/429/5xx, timeouts) run again as new
+        batches, up to this many times; lines whose request is at fault (400 ``invalid_request_error``, content
+        policy) never do. A new try (a retry or a clear) sends what is left at its start, then may run this many
+        rounds of its own.
     :param max_enqueued_tokens: the organization's enqueued-token limit (or the share of it this job may use):
         a number for every model, or ``{model: number}`` (``"*"`` for the models not named); it replaces the
         connection extra of the same name. Shard batches are then admitted under it: a shard is submitted only
