@@ -194,12 +194,13 @@ def deadline_step(plan: JobPlan, batches: Mapping[str, Batch], *, now: float) ->
 
 
 def mark_hit(plan: JobPlan, *, now: float, cancelled: tuple[str, ...]) -> JobPlan:
-    """The plan with its deadline hit (at the first call) and ``cancelled`` added to the batches it cancelled."""
+    """The plan with its deadline hit (at the first call), ``cancelled`` added to the batches it cancelled, and
+    ``now`` as the last round of cancels."""
     deadline = plan.deadline
     assert deadline is not None
     known = deadline.cancelled + tuple(b for b in cancelled if b not in deadline.cancelled)
     hit_at = deadline.hit_at if deadline.hit_at is not None else now
-    return replace(plan, deadline=replace(deadline, hit_at=hit_at, cancelled=known))
+    return replace(plan, deadline=replace(deadline, hit_at=hit_at, cancelled=known, tried_at=now))
 
 
 def accepted_at_deadline(plan: JobPlan) -> tuple[str, ...] | None:

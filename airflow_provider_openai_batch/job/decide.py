@@ -141,6 +141,13 @@ def _of_plan(plan: JobPlan, batches: Mapping[str, Batch]) -> list[Batch]:
     return [batches[s.batch_id] for s in plan.shards if s.batch_id and s.batch_id in batches]
 
 
+def _may_ask_again(plan: JobPlan, now: float, policy: JobPolicy) -> bool:
+    """A cancel that failed is asked again once a poll interval has passed since the last round of cancels."""
+    deadline = plan.deadline
+    last = None if deadline is None else (deadline.tried_at if deadline.tried_at is not None else deadline.hit_at)
+    return last is None or now >= last + policy.poll_interval
+
+
 def _past(plan: JobPlan, now: float) -> bool:
     return plan.deadline is not None and (plan.deadline.hit or now >= plan.deadline.at)
 
@@ -163,7 +170,9 @@ def decide(
     """
     # 1. The deadline.
     due = deadline_step(plan, batches, now=now)
-    if due is not None and (due.cancel or plan.deadline is None or not plan.deadline.hit):
+    if due is not None and (
+        plan.deadline is None or not plan.deadline.hit or (due.cancel and _may_ask_again(plan, now, policy))
+    ):
         return Cancel(plan, due.cancel, due.not_submitted)
     deadline = plan.deadline
     if deadline is not None and deadline.hit and deadline.on_deadline == "fail":

@@ -19,12 +19,15 @@ class JobDeadline:
     :param on_deadline: ``fail`` or ``partial``.
     :param hit_at: epoch seconds when the job found the deadline passed with work unfinished; ``None`` before.
     :param cancelled: the job's own batches it cancelled at the deadline.
+    :param tried_at: epoch seconds of the job's last round of cancels (a cancel that failed is asked again one
+        poll interval later, never in a tight loop).
     """
 
     at: float
     on_deadline: str
     hit_at: float | None = None
     cancelled: tuple[str, ...] = ()
+    tried_at: float | None = None
 
     @property
     def hit(self) -> bool:
@@ -36,6 +39,7 @@ class JobDeadline:
             "on_deadline": self.on_deadline,
             "hit_at": self.hit_at,
             "cancelled": list(self.cancelled),
+            "tried_at": self.tried_at,
         }
 
     @classmethod
@@ -45,6 +49,7 @@ class JobDeadline:
             on_deadline=str(data["on_deadline"]),
             hit_at=float(data["hit_at"]) if data.get("hit_at") is not None else None,
             cancelled=tuple(str(b) for b in data.get("cancelled") or ()),
+            tried_at=float(data["tried_at"]) if data.get("tried_at") is not None else None,
         )
 
 

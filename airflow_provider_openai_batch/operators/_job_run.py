@@ -215,6 +215,8 @@ class JobRunner:
                 batch = self.hook.cancel_batch(batch_id)
             except Exception as exc:
                 self.log.warning("Deadline: cancelling batch %s failed (tried again later): %s", batch_id, exc)
+                with contextlib.suppress(Exception):  # it may have just ended (a cancel then answers 400)
+                    batches[batch_id] = self.hook.retrieve_batch(batch_id)
                 continue
             batches[batch_id] = batch
             if batch.status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):

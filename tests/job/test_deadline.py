@@ -4,6 +4,7 @@ which lines it left unrun, and the verdict on a job cut by it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -150,10 +151,11 @@ def test_at_the_deadline_only_the_jobs_running_batches_are_cancelled_once() -> N
     assert step.cancel == ("a",) and step.running == ("a", "c") and step.not_submitted == 1
 
     hit = mark_hit(job, now=AT + 1, cancelled=("a",))
-    assert hit.deadline == JobDeadline(AT, "partial", hit_at=AT + 1, cancelled=("a",))
+    assert hit.deadline == JobDeadline(AT, "partial", hit_at=AT + 1, cancelled=("a",), tried_at=AT + 1)
     again = deadline_step(hit, {**batches, "a": batch("a", "cancelling")}, now=AT + 2)
     assert again is not None and again.cancel == () and again.running == ("a", "c")
-    assert mark_hit(hit, now=AT + 5, cancelled=("a",)).deadline == hit.deadline  # first hit kept, no twin
+    again_hit = mark_hit(hit, now=AT + 5, cancelled=("a",)).deadline
+    assert again_hit == replace(hit.deadline, tried_at=AT + 5)  # first hit kept, no twin; the last round noted
     assert JobPlan.from_dict(json.loads(json.dumps(hit.to_dict()))) == hit  # carried across the deferral
 
 

@@ -160,10 +160,16 @@ def test_a_deadline_passed_with_nothing_unfinished_is_no_deadline_hit() -> None:
     assert step_of(plan, done("b0"), now=2000) == Merge(plan, resubmit=False)
 
 
-def test_a_hit_deadline_asks_again_for_a_cancel_that_failed() -> None:
-    plan = job(shard(0, "b0"), shard(1, "b1"), deadline=at(1000, "fail", hit_at=1000, cancelled=("b0",)))
-    step = step_of(plan, batch("b0", "cancelling"), batch("b1", "in_progress"), now=1005)
-    assert step == Cancel(plan, ("b1",), not_submitted=0)
+def test_a_hit_deadline_asks_again_for_a_cancel_that_failed_one_poll_interval_later() -> None:
+    plan = job(shard(0, "b0"), shard(1, "b1"), deadline=at(1000, "partial", hit_at=1000, cancelled=("b0",)))
+    seen = (batch("b0", "cancelling"), batch("b1", "in_progress"))
+    # Never in a tight loop: a cancel that failed (say a 400 from a batch that just ended) waits a poll interval.
+    assert step_of(plan, *seen, now=1000 + POLL - 0.001) == Wait(plan, ("b0", "b1"), 1000 + 2 * POLL - 0.001, False)
+    assert step_of(plan, *seen, now=1000 + POLL) == Cancel(plan, ("b1",), not_submitted=0)
+    # The last round of cancels counts, not the moment the deadline was hit.
+    later = replace(plan, deadline=replace(plan.deadline, tried_at=1050.0))  # type: ignore[type-var]
+    assert isinstance(step_of(later, *seen, now=1055), Wait)
+    assert step_of(later, *seen, now=1060) == Cancel(later, ("b1",), not_submitted=0)
 
 
 def test_hit_with_fail_finishes_at_once_not_retryable() -> None:
@@ -219,11 +225,11 @@ def test_a_hit_deadline_not_yet_reached_on_the_clock_still_stops_resubmission() 
     assert step == Merge(plan, resubmit=False)
 
 
-def test_the_wait_before_a_hit_deadline_wakes_to_ask_again_for_a_failed_cancel() -> None:
+def test_the_wait_after_a_failed_cancel_wakes_to_ask_again() -> None:
     plan = job(shard(0, "b0"), shard(1, "b1"), deadline=at(1000, "partial", hit_at=1000, cancelled=("b0",)))
-    # b1 runs but was never asked (its cancel failed): rule 1 asks again; the runner records it.
+    # b1 runs but was never asked (its cancel failed): the wait wakes one poll interval on to ask again.
     step = step_of(plan, batch("b0", "cancelling"), batch("b1", "in_progress"), now=1001)
-    assert step == Cancel(plan, ("b1",), not_submitted=0)
+    assert step == Wait(plan, ("b0", "b1"), until=1001 + POLL, wake_on_finish=False)
 
 
 # -- 2. Capacity --------------------------------------------------------------------------------------------

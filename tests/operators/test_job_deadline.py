@@ -9,6 +9,7 @@ emulator is in the state the test is about, whatever the machine's load, and no 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -280,3 +281,24 @@ def test_a_retry_past_the_deadline_cancels_the_shard_batches_an_earlier_try_left
     for batch_id in earlier:
         wait_for_status(openai_conn, batch_id, "cancelled")
     assert openai_conn.get_batch(other.id)["status"] == "in_progress"
+
+
+def test_a_cancel_that_keeps_failing_is_asked_again_once_per_poll_interval(
+    openai_conn: EmulatorServer, tmp_path: Path
+) -> None:
+    # The service refuses every cancel (400): the job asks again each poll interval, never in a tight loop, and
+    # gives up when its batches end on their own (here they are not stalled: they complete).
+    write_jsonl(tmp_path / "in.jsonl", LINES)
+    openai_conn.faults.add("POST /v1/batches/{id}/cancel", "status", status=400, times=None)
+    deadline = deadline_in(AHEAD)
+    clock = JumpClock(lambda: openai_conn.counters.batches_created == 2)
+    op = job_op(tmp_path, max_requests_per_batch=PER_SHARD, deadline=deadline, on_deadline="partial")
+    started = time.monotonic()
+
+    manifest = clock.attach(op).execute(context())
+
+    cancels = openai_conn.counters["POST /v1/batches/{id}/cancel"]
+    polls = (time.monotonic() - started) / op.poll_interval
+    assert 2 <= cancels <= 2 * (polls + 2), (cancels, polls)  # one round per interval at most, two batches each
+    assert manifest["deadline"]["hit"] and manifest["deadline"]["cancelled"] == []
+    assert manifest["verdict"] == "succeed" and len(ids_of(manifest["output"]["path"])) == LINES
