@@ -171,8 +171,12 @@ def test_a_stale_copy_of_a_job_trigger_leaves_the_shards_of_a_task_that_resumed_
     assert [line for line in airflow.emulator_log() if "/cancel" in line] == [], decisions
     shards = [b for b in airflow.emulator_batches() if b["metadata"].get("emulator") == "slow"]
     running = [b for b in shards if b["status"] != "failed"]
-    assert len(shards) == 4 and len(running) == 3, shards
-    assert all(b["status"] in {"in_progress", "finalizing", "completed"} for b in running), running
+    # Four shards, one failed for capacity; the resumed job puts that one back after a back-off (another batch,
+    # which may fail for capacity again while the three run): never a cancel either way.
+    failed = [b for b in shards if b["status"] == "failed"]
+    assert failed and all(b["errors"]["data"][0]["code"] == "request_limit_exceeded" for b in failed), failed
+    assert len(running) in (3, 4), shards
+    assert all(b["status"] in {"validating", "in_progress", "finalizing", "completed"} for b in running), running
     assert all(b.get("cancelling_at") is None for b in shards)
     assert airflow.task_instance(JOB, run_id, task)["try_number"] == 1  # a resume of the same try
     # The stale copy's own word (in its trigger log and the triggerer's): not a kill.
