@@ -227,6 +227,7 @@ def test_a_templated_output_expires_after_of_the_wrong_shape_fails_before_upload
 def create_or_job(kind: str, tmp_path: Path, **kwargs: Any) -> Any:
     """The Create or the Job operator over two requests in ``tmp_path/in.jsonl``; both check create arguments."""
     source = write_jsonl(tmp_path / "in.jsonl", 2)
+    (tmp_path / "out").mkdir(exist_ok=True)  # Airflow 3.1 renders a Path field by reading it: it must exist
     return create_op(input_file=source, **kwargs) if kind == "create" else job_op(tmp_path, **kwargs)
 
 
