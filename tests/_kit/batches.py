@@ -111,6 +111,16 @@ def wait_for_status(emulator: EmulatorServer, batch_id: str, *statuses: str, tim
         time.sleep(0.02)
 
 
+def wait_for_completed(emulator: EmulatorServer, batch_id: str, completed: int, *, timeout: float = 10.0) -> None:
+    """Poll the emulator's own view until at least ``completed`` requests of the batch are done (no fixed sleep:
+    it returns as soon as they are, however fast or slow the emulator's phases run)."""
+    deadline = time.monotonic() + timeout
+    while emulator.get_batch(batch_id)["request_counts"]["completed"] < completed:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch {batch_id} has fewer than {completed} completed requests")
+        time.sleep(0.02)
+
+
 def batch_in_status(emulator: EmulatorServer, status: str, n: int = 4) -> Batch:
     """A batch that reached ``status`` (completed, failed, expired or cancelled) in the emulator."""
     if status == "completed":
@@ -122,7 +132,7 @@ def batch_in_status(emulator: EmulatorServer, status: str, n: int = 4) -> Batch:
     elif status == "cancelled":
         batch = new_batch(n, metadata={"emulator": "hold"})
         wait_for_status(emulator, batch.id, "in_progress")
-        time.sleep(2 * emulator.phase_seconds)  # let half the requests finish, so partial output exists
+        wait_for_completed(emulator, batch.id, n // 2)  # half the requests finish, so partial output exists
         emulator.store.cancel_batch(batch.id)
     else:
         raise ValueError(status)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from airflow_provider_openai_batch.job.names import local_file_name
 from airflow_provider_openai_batch.operators.batch import OpenAIBatchCancelOperator, OpenAIBatchDownloadOperator
 from airflow_provider_openai_batch.triggers.batch import OpenAIBatchTrigger
 from tests._kit.airflow_compat import AirflowFailException, TaskDeferred
-from tests._kit.batches import batch_in_status, new_batch, wait_for_status
+from tests._kit.batches import batch_in_status, new_batch, wait_for_completed, wait_for_status
 from tests._kit.ti import FakeTI, context
 
 CANCEL = "POST /v1/batches/{id}/cancel"
@@ -33,7 +32,7 @@ def running_batch(emulator: EmulatorServer) -> str:
     """A hold batch with half its requests done, so that cancelling it leaves partial output."""
     batch = new_batch(4, metadata={"emulator": "hold"})
     wait_for_status(emulator, batch.id, "in_progress")
-    time.sleep(2 * emulator.phase_seconds)
+    wait_for_completed(emulator, batch.id, 2)
     return batch.id
 
 
