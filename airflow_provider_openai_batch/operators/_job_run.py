@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_openai_batch._compat import AirflowException, AirflowFailException
 from airflow_provider_openai_batch.budget import report_cost
@@ -37,17 +37,57 @@ from airflow_provider_openai_batch.waiting import as_seconds
 from airflow_provider_openai_batch.xcom_keys import XCOM_BATCH_IDS, XCOM_COST, XCOM_MANIFEST
 
 if TYPE_CHECKING:
+    from airflow_provider_openai_batch.capacity import EnqueuedLimits
+    from airflow_provider_openai_batch.hooks.openai_batch import OpenAIBatchHook
     from airflow_provider_openai_batch.job.collect import MergedJob
     from airflow_provider_openai_batch.job.plan import JobDeadline, JobPlan, ShardInfo
     from airflow_provider_openai_batch.job.split import SplitInput
     from airflow_provider_openai_batch.models import Batch
-    from airflow_provider_openai_batch.operators.job import OpenAIBatchJobOperator
+    from airflow_provider_openai_batch.pricing import PriceTable
 
-__all__ = ["SETTLE_CANCELS_SECONDS", "JobRunner"]
+__all__ = ["SETTLE_CANCELS_SECONDS", "JobRunner", "JobTask"]
 
 #: Seconds a deferrable job waits in the worker for the batches it just cancelled at its deadline to end,
 #: before it defers (a cancel usually ends in seconds; a defer and an immediate resume cost more).
 SETTLE_CANCELS_SECONDS = 30.0
+
+
+class JobTask(Protocol):
+    """What the runner reads of the task it runs (the Job operator): its arguments, hook and logger, and
+    ``defer``. A protocol, so that this module never imports the operator that imports it."""
+
+    batch_ids: list[str]
+    endpoint: str
+    input_file: Any
+    destination: Any
+    completion_window: str
+    metadata: Mapping[str, str] | None
+    output_expires_after: Any
+    conn_id: str
+    deferrable: bool
+    poll_interval: float
+    wait_timeout: Any
+    cancel_on_kill: bool
+    max_consecutive_errors: int
+    max_resubmits: int
+    allow_partial: bool
+    max_failed_requests: int | float | None
+    overwrite: bool
+
+    @property
+    def log(self) -> Any: ...
+
+    @property
+    def hook(self) -> OpenAIBatchHook: ...
+
+    @property
+    def enqueued_limits(self) -> EnqueuedLimits: ...
+
+    def price_table(self) -> PriceTable: ...
+
+    def merged_names(self, context: Any) -> tuple[str, str]: ...
+
+    def defer(self, *, trigger: Any, method_name: str, timeout: timedelta | None = None) -> Any: ...
 
 
 class JobRunner:
@@ -62,7 +102,7 @@ class JobRunner:
 
     def __init__(
         self,
-        task: OpenAIBatchJobOperator,
+        task: JobTask,
         context: Any,
         work: Path,
         *,
