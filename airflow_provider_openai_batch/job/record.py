@@ -58,9 +58,14 @@ def find_job_batches(newest_first: Iterable[Batch], job: str, *, tag: str) -> li
     return sorted(found.values(), key=lambda b: (round_of(b, tag=tag), b.created_at or 0, _place(b, tag), b.id))
 
 
-def _place(batch: Batch, tag: str) -> int:
+def _tag_number(batch: Batch, tag: str, position: int) -> int:
+    """A number of a job batch's tag ``<job>:<attempt>:<round>:<place>`` (2: round, 3: place); 0 when absent."""
     parts = str((batch.metadata or {}).get(tag) or "").split(":")
-    return int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
+    return int(parts[position]) if len(parts) == 4 and parts[position].isdigit() else 0
+
+
+def _place(batch: Batch, tag: str) -> int:
+    return _tag_number(batch, tag, 3)
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,7 @@ class JobRecord:
 
 def round_of(batch: Batch, *, tag: str) -> int:
     """The round a job's batch was made in, read from its tag (0 when the tag does not say)."""
-    parts = str((batch.metadata or {}).get(tag) or "").split(":")
-    return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else 0
+    return _tag_number(batch, tag, 2)
 
 
 def adopt(
